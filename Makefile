@@ -1,0 +1,100 @@
+# ibkr_oauth — top-level targets. On a fresh Debian machine:
+#   make demo   build everything and run the end-to-end demo against the local fake IBKR server
+#   make test   every test layer: C unit tests, EUnit, Common Test, ExUnit
+# Missing Debian packages are installed first (scripts/ensure-deps.sh says what).
+
+REBAR3 ?= rebar3
+MIX_REBAR3 ?= $(shell command -v rebar3)
+export MIX_REBAR3
+
+ASAN_PORT := c_src/build-asan/ibkr_oauth_port
+CT_SUITES ?=
+
+.PHONY: all build deps deps-test deps-dev demo test test-c test-eunit test-ct test-elixir \
+	test-asan valgrind fuzz bench lint dialyzer docs escript clean
+
+all: build
+
+deps:
+	@scripts/ensure-deps.sh build
+deps-test:
+	@scripts/ensure-deps.sh test
+deps-dev:
+	@scripts/ensure-deps.sh dev
+
+# rebar3's pre_hook runs `make -C c_src`, so this builds the port too.
+build: deps
+	$(REBAR3) compile
+
+escript: build
+	$(REBAR3) escriptize
+	cp _build/default/bin/ibkr_oauth ./ibkr_oauth
+
+demo: deps
+	$(REBAR3) as test compile
+	erl -noshell -pa _build/test/lib/ibkr_oauth/ebin -pa _build/test/lib/ibkr_oauth/test \
+		-eval 'halt(ibkr_oauth_demo:main())'
+
+test: deps-test
+	$(MAKE) test-c
+	$(MAKE) test-eunit
+	$(MAKE) test-ct
+	$(MAKE) test-elixir
+	@echo "make test: all layers passed"
+
+test-c:
+	$(MAKE) -C c_src all test
+
+test-eunit:
+	$(REBAR3) eunit
+
+test-ct:
+	$(REBAR3) ct $(if $(CT_SUITES),--suite $(CT_SUITES))
+
+test-elixir:
+	cd test/elixir && MIX_ENV=test mix test
+
+# The whole CT suite against an ASan+UBSan build of the port, and the C unit
+# tests under the sanitizers.
+test-asan: deps-test
+	$(MAKE) -C c_src SANITIZE=1 all test
+	IBKR_OAUTH_PORT=$(CURDIR)/$(ASAN_PORT) \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		$(REBAR3) ct $(if $(CT_SUITES),--suite $(CT_SUITES))
+
+# memcheck with leak check over the C unit tests and the protocol and crypto
+# suites (the port runs under valgrind via scripts/valgrind-port.sh).
+valgrind: deps-test
+	$(MAKE) -C c_src all
+	$(MAKE) -C c_src $(patsubst c_src/tests/%.c,build/tests/%,$(wildcard c_src/tests/test_*.c))
+	@set -e; for t in c_src/build/tests/test_*; do \
+		echo "== valgrind $$t"; \
+		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
+			--errors-for-leak-kinds=definite,indirect --error-exitcode=1 $$t; done
+	rm -rf _build/valgrind && mkdir -p _build/valgrind
+	IBKR_OAUTH_PORT=$(CURDIR)/scripts/valgrind-port.sh VALGRIND_LOG_DIR=$(CURDIR)/_build/valgrind \
+		$(REBAR3) ct --suite test/protocol_SUITE,test/oauth_SUITE
+	scripts/check-valgrind-logs.sh _build/valgrind
+
+fuzz: deps-dev
+	scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
+
+bench: build
+	$(MAKE) -C c_src echo
+	$(REBAR3) as test compile
+	erl -noshell -pa _build/test/lib/ibkr_oauth/ebin -pa _build/test/lib/ibkr_oauth/test \
+		-eval 'halt(ibkr_oauth_bench:main())'
+
+lint: deps-dev
+	scripts/lint.sh
+
+dialyzer: deps-test
+	$(REBAR3) dialyzer
+
+docs: deps-test
+	$(REBAR3) edoc
+
+clean:
+	$(MAKE) -C c_src clean
+	rm -rf _build test/elixir/_build test/elixir/deps doc ibkr_oauth

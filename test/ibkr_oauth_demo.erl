@@ -1,0 +1,89 @@
+%% make demo: the main job end to end against the local fake IBKR server
+%% (real TLS with a private CA, real signature checks, real DH), printed step
+%% by step. Secrets are never printed: the LST only as a short fingerprint.
+-module(ibkr_oauth_demo).
+-export([main/0]).
+
+-spec main() -> 0 | 1.
+main() ->
+    logger:set_primary_config(level, warning),
+    try run() of
+        ok -> say("demo finished: every step succeeded"), 0
+    catch
+        throw:{step_failed, Step, Why} ->
+            say("demo FAILED at ~ts: ~tp", [Step, Why]), 1;
+        C:E:St ->
+            say("demo crashed: ~p:~tp~n~tp", [C, E, St]), 1
+    end.
+
+run() ->
+    {ok, _} = application:ensure_all_started(ssl),
+    {ok, _} = application:ensure_all_started(ibkr_oauth),
+    {ok, #{base_url := BaseUrl, ca_file := CaFile}} =
+        step("start the fake IBKR server (TLS, private CA, localhost only)",
+             fun() -> ibkr_fake_server:start_from_vectors(public, #{}) end),
+    say("   base_url ~ts", [BaseUrl]),
+    Config = ibkr_test_lib:vector_config(public, #{base_url => BaseUrl, ca_file => CaFile,
+                                                   brokerage_session => true}),
+    {ok, S} = step("start an ibkr_oauth session (keys load, secret decrypts, prime checks)",
+                   fun() -> ibkr_oauth:start_link(Config) end),
+    {ok, #{expires_at := Exp}} =
+        step("authenticate: DH challenge, RSA-SHA256 signed LST request, LST derived and validated",
+             fun() -> ibkr_oauth:authenticate(S) end),
+    {ok, #{token := Lst}} = ibkr_oauth:live_session_token(S),
+    say("   live session token held in the port (fingerprint ~ts), expires ~ts",
+        [fingerprint(Lst), calendar:system_time_to_rfc3339(Exp, [{unit, millisecond}])]),
+    show(step("brokerage session status (ssodh/init was sent after the LST)",
+              fun() -> ok_status(ibkr_oauth:request(S, get, <<"/iserver/auth/status">>, #{})) end)),
+    Accounts = step("list accounts: GET /portfolio/accounts (HMAC-SHA256 signed)",
+                    fun() -> ok_status(ibkr_oauth:request(S, get, <<"/portfolio/accounts">>, #{})) end),
+    show(Accounts),
+    Acct = first_account(Accounts),
+    show(step(io_lib:format("positions: GET /portfolio/~ts/positions/0", [Acct]),
+              fun() -> ok_status(ibkr_oauth:request(S, get, <<"/portfolio/", Acct/binary, "/positions/0">>, #{})) end)),
+    Order = <<"{\"orders\":[{\"conid\":265598,\"orderType\":\"LMT\",\"price\":150.0,"
+              "\"side\":\"BUY\",\"quantity\":10,\"tif\":\"DAY\"}]}">>,
+    show(step("place an order: POST /iserver/account/" ++ binary_to_list(Acct) ++ "/orders",
+              fun() -> ok_status(ibkr_oauth:request(S, post, <<"/iserver/account/", Acct/binary, "/orders">>,
+                                                    #{body => Order,
+                                                      headers => [{<<"content-type">>, <<"application/json">>}]})) end)),
+    {ok, Auth} = step("bring your own HTTP client: sign/3 a GET with a query",
+                      fun() -> ibkr_oauth:sign(S, get, <<BaseUrl/binary, "/iserver/secdef/search?symbol=AAPL">>) end),
+    say("   Authorization: ~ts...", [binary:part(Auth, 0, min(72, byte_size(Auth)))]),
+    Stats = ibkr_oauth:stats(S),
+    say("   session stats: ~tp", [Stats]),
+    ok = step("stop the session (POST /logout, port closed)", fun() -> ibkr_oauth:stop(S) end),
+    #{handshakes := H, logouts := L} = ibkr_fake_server:stats(),
+    say("   the fake server saw ~b handshake(s) and ~b logout(s)", [H, L]),
+    ibkr_fake_server:stop(),
+    ok.
+
+step(Title, Fun) ->
+    say("-> ~ts", [Title]),
+    T0 = erlang:monotonic_time(microsecond),
+    Result = Fun(),
+    Ms = (erlang:monotonic_time(microsecond) - T0) / 1000,
+    case Result of
+        {error, Why} -> throw({step_failed, Title, Why});
+        _ -> say("   ok (~.1f ms)", [Ms]), Result
+    end.
+
+ok_status({ok, #{status := Status, body := Body}}) when Status >= 200, Status < 300 -> {Status, Body};
+ok_status({ok, #{status := Status, body := Body}}) -> {error, {http, Status, Body}};
+ok_status(Other) -> Other.
+
+show({Status, Body}) -> say("   ~b ~ts", [Status, Body]).
+
+%% The fake server's answer is a JSON list of objects with "accountId".
+first_account({_, Body}) ->
+    case re:run(Body, <<"\"accountId\"\\s*:\\s*\"([^\"]+)\"">>, [{capture, all_but_first, binary}]) of
+        {match, [Acct]} -> Acct;
+        nomatch -> throw({step_failed, "find an account id", Body})
+    end.
+
+fingerprint(Lst) ->
+    <<Fp:4/binary, _/binary>> = crypto:hash(sha256, Lst),
+    binary:encode_hex(Fp).
+
+say(Fmt) -> say(Fmt, []).
+say(Fmt, Args) -> io:format(Fmt ++ "~n", Args).
