@@ -1,0 +1,746 @@
+/*
+ * http.c — libcurl multi interface driven by the port's poll loop. See
+ * http.h. curl tells us which sockets to watch (socket callback) and when to
+ * wake it up (timer callback); the loop polls those and calls
+ * curl_multi_socket_action; finished transfers come out of
+ * curl_multi_info_read and go to their done callbacks.
+ */
+#include "http.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#define EASY_POOL_MAX 8      /* idle easy handles kept for reuse */
+#define BODY_INITIAL ((size_t)16 * 1024)
+#define HEADER_LINE_MAX 8192 /* one "Name: value" request header */
+
+enum { M_GET, M_HEAD, M_POST, M_PUT, M_PATCH, M_DELETE };
+
+struct http_xfer {
+    CURL *easy;
+    http_xfer *prev, *next; /* active list */
+    http_done_fn done;
+    void *user;
+
+    int method;
+    struct curl_slist *req_hdrs;
+    int has_ctype, has_expect;
+    int sends;              /* times curl was about to send the request */
+    int resend_refused;
+    const char *body;       /* caller's bytes, copied by curl at start */
+    size_t body_len;
+    int has_body;
+
+    char *rbody;            /* response body */
+    size_t rlen, rcap;
+    unsigned char *rh;      /* response headers, packed: u32 nlen, u32 vlen, name, value */
+    size_t rhlen, rhcap, nh, last_off;
+    int too_large;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+typedef struct {
+    curl_socket_t fd;
+    short events;
+} watched;
+
+static CURLM *g_multi;
+static CURLSH *g_share;
+static char *g_ca_file;
+static const char *g_capath;
+static watched *g_socks;
+static size_t g_nsocks, g_capsocks;
+static int64_t g_deadline = -1; /* CLOCK_MONOTONIC ms, -1: no timer */
+static http_xfer *g_active;
+static size_t g_nactive;
+static http_xfer *g_pool[EASY_POOL_MAX];
+static size_t g_npool;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- curl's view of sockets and time --------------------------------------- */
+
+static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)e;
+    (void)userp;
+    (void)socketp;
+    size_t i = 0;
+    while (i < g_nsocks && g_socks[i].fd != s)
+        i++;
+    if (what == CURL_POLL_REMOVE) {
+        if (i < g_nsocks)
+            g_socks[i] = g_socks[--g_nsocks];
+        return 0;
+    }
+    short ev = 0;
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+        ev |= POLLIN;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+        ev |= POLLOUT;
+    if (i == g_nsocks) {
+        if (g_nsocks == g_capsocks) {
+            size_t cap = g_capsocks ? 2 * g_capsocks : 16;
+            watched *p = realloc(g_socks, cap * sizeof *p);
+            if (p == NULL)
+                return -1; /* curl fails the transfer */
+            g_socks = p;
+            g_capsocks = cap;
+        }
+        g_socks[g_nsocks++].fd = s;
+    }
+    g_socks[i].events = ev;
+    return 0;
+}
+
+static int on_timer(CURLM *m, long timeout_ms, void *userp)
+{
+    (void)m;
+    (void)userp;
+    /* Only remember it: calling socket_action from here is not allowed. */
+    g_deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+    return 0;
+}
+
+/* ---- request and response callbacks ------------------------------------------ */
+
+/* Called before each send of the request. When a reused keep-alive
+ * connection dies before any byte of the answer, libcurl silently sends the
+ * request again on a fresh connection: for a POST that may be a duplicate
+ * order, and for any method it replays the same OAuth nonce, which the
+ * server refuses. So every request goes out at most once; that case is
+ * reported as {transport, recv} and the caller decides (with a new
+ * signature) whether to retry. */
+/* The signature is libcurl's curl_prereq_callback (non-const char *). */
+// NOLINTNEXTLINE(readability-non-const-parameter)
+static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port)
+{
+    http_xfer *x = ud;
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    if (x->sends++ > 0) {
+        x->resend_refused = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
+
+static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
+{
+    http_xfer *x = ud;
+    size_t n = size * nmemb;
+    if (n > HTTP_BODY_MAX - x->rlen) {
+        x->too_large = 1;
+        return 0; /* CURLE_WRITE_ERROR */
+    }
+    if (x->rlen + n > x->rcap) {
+        size_t cap = x->rcap ? x->rcap : BODY_INITIAL;
+        while (cap < x->rlen + n)
+            cap *= 2;
+        if (cap > HTTP_BODY_MAX)
+            cap = HTTP_BODY_MAX;
+        char *b = realloc(x->rbody, cap);
+        if (b == NULL)
+            return 0;
+        x->rbody = b;
+        x->rcap = cap;
+    }
+    memcpy(x->rbody + x->rlen, p, n);
+    x->rlen += n;
+    return n;
+}
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static int rh_reserve(http_xfer *x, size_t n)
+{
+    if (n > HTTP_HEADERS_MAX - x->rhlen) {
+        x->too_large = 1;
+        return -1;
+    }
+    if (x->rhlen + n <= x->rhcap)
+        return 0;
+    size_t cap = x->rhcap ? x->rhcap : 1024;
+    while (cap < x->rhlen + n)
+        cap *= 2;
+    unsigned char *p = realloc(x->rh, cap);
+    if (p == NULL)
+        return -1;
+    x->rh = p;
+    x->rhcap = cap;
+    return 0;
+}
+
+static int is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* One header line per call, CRLF included. A status line starts a new
+ * response (after a 100-continue, a 103, or a proxy's CONNECT answer), so
+ * only the final response's headers remain. */
+static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
+{
+    http_xfer *x = ud;
+    size_t n = size * nmemb, len = n;
+    while (len > 0 && (p[len - 1] == '\n' || p[len - 1] == '\r'))
+        len--;
+    if (len == 0)
+        return n;
+    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        x->rhlen = 0;
+        x->nh = 0;
+        return n;
+    }
+    if (is_ows(p[0])) {
+        /* obs-fold: continues the previous value, joined by one space. */
+        if (x->nh == 0)
+            return n;
+        size_t s = 0;
+        while (s < len && is_ows(p[s]))
+            s++;
+        if (rh_reserve(x, 1 + len - s) != 0)
+            return 0;
+        x->rh[x->rhlen++] = ' ';
+        memcpy(x->rh + x->rhlen, p + s, len - s);
+        x->rhlen += len - s;
+        put_u32(x->rh + x->last_off + 4, get_u32(x->rh + x->last_off + 4) + 1 + (uint32_t)(len - s));
+        return n;
+    }
+    const char *colon = memchr(p, ':', len);
+    if (colon == NULL || colon == p)
+        return n; /* not a header line; ignore */
+    size_t nlen = (size_t)(colon - p);
+    size_t vs = nlen + 1, ve = len;
+    while (vs < ve && is_ows(p[vs]))
+        vs++;
+    while (ve > vs && is_ows(p[ve - 1]))
+        ve--;
+    if (rh_reserve(x, 8 + nlen + (ve - vs)) != 0)
+        return 0;
+    unsigned char *d = x->rh + x->rhlen;
+    put_u32(d, (uint32_t)nlen);
+    put_u32(d + 4, (uint32_t)(ve - vs));
+    for (size_t i = 0; i < nlen; i++) {
+        unsigned char c = (unsigned char)p[i];
+        d[8 + i] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+    }
+    memcpy(d + 8 + nlen, p + vs, ve - vs);
+    x->last_off = x->rhlen;
+    x->rhlen += 8 + nlen + (ve - vs);
+    x->nh++;
+    return n;
+}
+
+int http_header_next(const http_result *r, size_t *pos, const char **name, size_t *nlen,
+                     const char **value, size_t *vlen)
+{
+    if (*pos + 8 > r->hdrs_len)
+        return 0;
+    const unsigned char *d = r->hdrs + *pos;
+    *nlen = get_u32(d);
+    *vlen = get_u32(d + 4);
+    *name = (const char *)d + 8;
+    *value = (const char *)d + 8 + *nlen;
+    *pos += 8 + *nlen + *vlen;
+    return 1;
+}
+
+/* ---- setup ----------------------------------------------------------------- */
+
+int http_global_init(void)
+{
+    const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
+    /* The system's hashed CA directory, consulted next to an extra ca_file. */
+    g_capath = (vi != NULL && vi->capath != NULL) ? vi->capath : "/etc/ssl/certs";
+
+    if ((g_multi = curl_multi_init()) == NULL)
+        return -1;
+    if (curl_multi_setopt(g_multi, CURLMOPT_SOCKETFUNCTION, on_socket) != CURLM_OK ||
+        curl_multi_setopt(g_multi, CURLMOPT_TIMERFUNCTION, on_timer) != CURLM_OK)
+        goto fail;
+    /* TLS sessions shared between easy handles (connections already are, by
+     * the multi handle). Single-threaded: no lock callbacks. */
+    if ((g_share = curl_share_init()) == NULL ||
+        curl_share_setopt(g_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
+        goto fail;
+    return 0;
+fail:
+    http_global_cleanup();
+    return -1;
+}
+
+static void xfer_destroy(http_xfer *x)
+{
+    if (x == NULL)
+        return;
+    if (x->easy != NULL)
+        curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->req_hdrs);
+    free(x->rbody);
+    free(x->rh);
+    free(x);
+}
+
+void http_global_cleanup(void)
+{
+    while (g_active != NULL) {
+        http_xfer *x = g_active;
+        g_active = x->next;
+        if (g_multi != NULL)
+            curl_multi_remove_handle(g_multi, x->easy);
+        xfer_destroy(x);
+    }
+    g_nactive = 0;
+    while (g_npool > 0)
+        xfer_destroy(g_pool[--g_npool]);
+    if (g_multi != NULL)
+        curl_multi_cleanup(g_multi);
+    if (g_share != NULL)
+        curl_share_cleanup(g_share);
+    g_multi = NULL;
+    g_share = NULL;
+    free(g_socks);
+    g_socks = NULL;
+    g_nsocks = g_capsocks = 0;
+    free(g_ca_file);
+    g_ca_file = NULL;
+    g_deadline = -1;
+}
+
+int http_set_ca_file(const char *path)
+{
+    char *copy = NULL;
+    if (path != NULL && (copy = strdup(path)) == NULL)
+        return -1;
+    free(g_ca_file);
+    g_ca_file = copy;
+    return 0;
+}
+
+/* Options every transfer gets; any failure means the handle is unusable. */
+static int easy_defaults(http_xfer *x)
+{
+    CURL *e = x->easy;
+    int bad = 0;
+    bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, x) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
+    if (g_ca_file != NULL) {
+        /* The extra bundle as CAINFO; the system store stays reachable
+         * through the hashed directory. */
+        bad |= curl_easy_setopt(e, CURLOPT_CAINFO, g_ca_file) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_CAPATH, g_capath) != CURLE_OK;
+    }
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, x) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, x) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PREREQDATA, x) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)HTTP_BODY_MAX) != CURLE_OK;
+    /* Send the path exactly as signed (no dot-segment squashing). */
+    bad |= curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "ibkr_oauth") != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SHARE, g_share) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)HTTP_TIMEOUT_DEFAULT) != CURLE_OK;
+    /* Don't wait for resolver threads when the port shuts down. */
+    bad |= curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L) != CURLE_OK;
+    return bad ? -1 : 0;
+}
+
+http_xfer *http_xfer_new(void)
+{
+    http_xfer *x;
+    if (g_npool > 0) {
+        x = g_pool[--g_npool];
+    } else {
+        if ((x = calloc(1, sizeof *x)) == NULL)
+            return NULL;
+        if ((x->easy = curl_easy_init()) == NULL) {
+            free(x);
+            return NULL;
+        }
+    }
+    x->method = M_GET;
+    x->errbuf[0] = '\0';
+    if (easy_defaults(x) != 0) {
+        xfer_destroy(x);
+        return NULL;
+    }
+    return x;
+}
+
+/* Back to the pool (or freed): nothing of the old transfer survives. */
+static void xfer_release(http_xfer *x)
+{
+    curl_slist_free_all(x->req_hdrs);
+    free(x->rbody);
+    free(x->rh);
+    CURL *e = x->easy;
+    memset(x, 0, sizeof *x);
+    x->easy = e;
+    if (g_npool < EASY_POOL_MAX) {
+        curl_easy_reset(e);
+        g_pool[g_npool++] = x;
+    } else {
+        xfer_destroy(x);
+    }
+}
+
+void http_xfer_free(http_xfer *x)
+{
+    if (x != NULL)
+        xfer_release(x);
+}
+
+http_set_status http_xfer_method(http_xfer *x, const char *m)
+{
+    static const char *const names[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"};
+    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++) {
+        if (strcmp(m, names[i]) == 0) {
+            x->method = i;
+            return HTTP_SET_OK;
+        }
+    }
+    return HTTP_SET_BAD_METHOD;
+}
+
+int http_url_check(const char *url)
+{
+    size_t n = strnlen(url, HTTP_URL_MAX + 1);
+    if (n == 0 || n > HTTP_URL_MAX)
+        return -1;
+    /* Parse once here so a bad URL is a badarg, not a transport error. */
+    CURLU *u = curl_url();
+    if (u == NULL)
+        return -1;
+    int ok = 0;
+    char *scheme = NULL, *host = NULL;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host[0] != '\0' &&
+        (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0))
+        ok = 1;
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return ok ? 0 : -1;
+}
+
+http_set_status http_xfer_url(http_xfer *x, const char *url)
+{
+    if (http_url_check(url) != 0)
+        return HTTP_SET_BAD_URL;
+    return curl_easy_setopt(x->easy, CURLOPT_URL, url) == CURLE_OK ? HTTP_SET_OK : HTTP_SET_NOMEM;
+}
+
+/* RFC 9110 token characters. */
+static int is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+http_set_status http_xfer_header(http_xfer *x, const char *name, size_t nlen,
+                                 const char *value, size_t vlen)
+{
+    if (nlen == 0 || nlen + vlen + 3 > HEADER_LINE_MAX)
+        return HTTP_SET_BAD_HEADER;
+    for (size_t i = 0; i < nlen; i++)
+        if (!is_tchar((unsigned char)name[i]))
+            return HTTP_SET_BAD_HEADER;
+    for (size_t i = 0; i < vlen; i++)
+        if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
+            return HTTP_SET_BAD_HEADER;
+    if (nlen == 14 && strncasecmp(name, "content-length", 14) == 0)
+        return HTTP_SET_OK;
+    if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0)
+        x->has_ctype = 1;
+    if (nlen == 6 && strncasecmp(name, "expect", 6) == 0)
+        x->has_expect = 1;
+
+    char line[HEADER_LINE_MAX];
+    memcpy(line, name, nlen);
+    size_t n = nlen;
+    if (vlen == 0) {
+        line[n++] = ';'; /* curl's spelling of "send this header empty" */
+    } else {
+        line[n++] = ':';
+        line[n++] = ' ';
+        memcpy(line + n, value, vlen);
+        n += vlen;
+    }
+    line[n] = '\0';
+    struct curl_slist *l = curl_slist_append(x->req_hdrs, line);
+    if (l == NULL)
+        return HTTP_SET_NOMEM;
+    x->req_hdrs = l;
+    return HTTP_SET_OK;
+}
+
+http_set_status http_xfer_body(http_xfer *x, const char *body, size_t len)
+{
+    if (len > 0 && (x->method == M_GET || x->method == M_HEAD))
+        return HTTP_SET_BAD_BODY;
+    x->body = body;
+    x->body_len = len;
+    x->has_body = 1;
+    return HTTP_SET_OK;
+}
+
+void http_xfer_timeout(http_xfer *x, long ms)
+{
+    (void)curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, ms < 0 ? 0L : ms);
+}
+
+static int apply_method(http_xfer *x)
+{
+    CURL *e = x->easy;
+    static const char *const custom[] = {NULL, NULL, NULL, "PUT", "PATCH", "DELETE"};
+    int bad = 0;
+    switch (x->method) {
+    case M_GET:
+        return curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) == CURLE_OK ? 0 : -1;
+    case M_HEAD:
+        return curl_easy_setopt(e, CURLOPT_NOBODY, 1L) == CURLE_OK ? 0 : -1;
+    case M_DELETE:
+        bad |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, custom[x->method]) != CURLE_OK;
+        if (!x->has_body || x->body_len == 0)
+            return bad ? -1 : 0;
+        break;
+    case M_PUT:
+    case M_PATCH:
+        bad |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, custom[x->method]) != CURLE_OK;
+        break;
+    default:
+        break;
+    }
+    /* POST, PUT, PATCH (and DELETE with a body): POSTFIELDS mechanics, so an
+     * empty body still sends "Content-Length: 0". */
+    bad |= curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len) != CURLE_OK;
+    if (x->body_len == 0)
+        bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, "") != CURLE_OK;
+    else
+        bad |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, x->body) != CURLE_OK;
+    /* curl would label the body application/x-www-form-urlencoded, and wait
+     * for a 100-continue before large bodies: send only what was asked. */
+    struct curl_slist *l;
+    if (!x->has_ctype) {
+        if ((l = curl_slist_append(x->req_hdrs, "Content-Type:")) == NULL)
+            return -1;
+        x->req_hdrs = l;
+    }
+    if (!x->has_expect) {
+        if ((l = curl_slist_append(x->req_hdrs, "Expect:")) == NULL)
+            return -1;
+        x->req_hdrs = l;
+    }
+    return bad ? -1 : 0;
+}
+
+int http_xfer_start(http_xfer *x, http_done_fn done, void *user)
+{
+    if (apply_method(x) != 0)
+        return -1;
+    if (x->req_hdrs != NULL && curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->req_hdrs) != CURLE_OK)
+        return -1;
+    x->body = NULL; /* copied (or static "") by now */
+    x->done = done;
+    x->user = user;
+    if (curl_multi_add_handle(g_multi, x->easy) != CURLM_OK)
+        return -1;
+    x->prev = NULL;
+    x->next = g_active;
+    if (g_active != NULL)
+        g_active->prev = x;
+    g_active = x;
+    g_nactive++;
+    return 0;
+}
+
+static void unlink_active(http_xfer *x)
+{
+    if (x->prev != NULL)
+        x->prev->next = x->next;
+    else
+        g_active = x->next;
+    if (x->next != NULL)
+        x->next->prev = x->prev;
+    x->prev = x->next = NULL;
+    g_nactive--;
+}
+
+void http_xfer_cancel(http_xfer *x)
+{
+    curl_multi_remove_handle(g_multi, x->easy);
+    unlink_active(x);
+    xfer_release(x);
+}
+
+size_t http_active(void)
+{
+    return g_nactive;
+}
+
+/* ---- completion --------------------------------------------------------------- */
+
+static const char *error_kind(CURLcode rc, const http_xfer *x)
+{
+    if (x->resend_refused)
+        return "recv"; /* sent once, the connection died before the answer */
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return "timeout";
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return "resolve";
+    case CURLE_COULDNT_CONNECT:
+        return "connect";
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CLIENTCERT:
+    case CURLE_USE_SSL_FAILED:
+        return "tls";
+    case CURLE_SEND_ERROR:
+        return "send";
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2_STREAM:
+        return "recv";
+    case CURLE_FILESIZE_EXCEEDED:
+        return "too_large";
+    default: /* our callbacks refusing data show up as CURLE_WRITE_ERROR */
+        return x->too_large ? "too_large" : "other";
+    }
+}
+
+static void finish(CURL *e, CURLcode rc)
+{
+    http_xfer *x = NULL;
+    if (curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x) != CURLE_OK || x == NULL)
+        return;
+    curl_multi_remove_handle(g_multi, e);
+    unlink_active(x);
+
+    http_result r;
+    memset(&r, 0, sizeof r);
+    r.detail = "";
+    if (rc == CURLE_OK) {
+        long status = 0;
+        (void)curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+        r.status = status;
+        r.body = x->rbody != NULL ? x->rbody : "";
+        r.body_len = x->rlen;
+        r.hdrs = x->rh;
+        r.hdrs_len = x->rhlen;
+        r.nhdrs = x->nh;
+    } else {
+        r.error = error_kind(rc, x);
+        r.detail = x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(rc);
+    }
+    x->done(x->user, &r);
+    xfer_release(x);
+}
+
+/* ---- poll loop ------------------------------------------------------------------ */
+
+size_t http_poll_count(void)
+{
+    return g_nsocks;
+}
+
+size_t http_poll_fill(struct pollfd *p, size_t max)
+{
+    size_t n = g_nsocks < max ? g_nsocks : max;
+    for (size_t i = 0; i < n; i++) {
+        p[i].fd = g_socks[i].fd;
+        p[i].events = g_socks[i].events;
+        p[i].revents = 0;
+    }
+    return n;
+}
+
+int http_poll_timeout(void)
+{
+    if (g_deadline < 0)
+        return -1;
+    int64_t left = g_deadline - now_ms();
+    if (left <= 0)
+        return 0;
+    return left > 60000 ? 60000 : (int)left;
+}
+
+void http_poll_handle(const struct pollfd *p, size_t n)
+{
+    if (g_multi == NULL)
+        return;
+    int running = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i].revents == 0)
+            continue;
+        int ev = 0;
+        if (p[i].revents & (POLLIN | POLLHUP))
+            ev |= CURL_CSELECT_IN;
+        if (p[i].revents & POLLOUT)
+            ev |= CURL_CSELECT_OUT;
+        if (p[i].revents & (POLLERR | POLLNVAL))
+            ev |= CURL_CSELECT_ERR;
+        (void)curl_multi_socket_action(g_multi, p[i].fd, ev, &running);
+    }
+    if (g_deadline >= 0 && now_ms() >= g_deadline) {
+        g_deadline = -1; /* curl sets the next one from inside socket_action */
+        (void)curl_multi_socket_action(g_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(g_multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *e = m->easy_handle;
+        CURLcode rc = m->data.result; /* m is invalid once e is removed */
+        finish(e, rc);
+    }
+}

@@ -1,0 +1,92 @@
+/*
+ * http.h — HTTP(S) client on one libcurl multi handle, driven by the port's
+ * poll loop (CURLMOPT_SOCKETFUNCTION + CURLMOPT_TIMERFUNCTION).
+ *
+ * Policy: TLS always verified (system CAs, plus an optional extra bundle),
+ * http/https only, no redirects, keep-alive connection reuse, response body
+ * capped at HTTP_BODY_MAX, never anything on stdout.
+ *
+ * A transfer is built (http_xfer_new + setters), started, and then belongs to
+ * this module until its done callback has run (the callback runs exactly
+ * once, from http_poll_handle) or it is cancelled (no callback).
+ */
+#ifndef IBKR_HTTP_H
+#define IBKR_HTTP_H
+
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HTTP_BODY_MAX ((size_t)64 * 1024 * 1024)
+#define HTTP_HEADERS_MAX ((size_t)1024 * 1024) /* all response header bytes */
+#define HTTP_URL_MAX ((size_t)64 * 1024)
+#define HTTP_TIMEOUT_DEFAULT 10000
+
+typedef struct http_xfer http_xfer;
+
+typedef struct {
+    /* NULL for an HTTP response (any status); else "timeout" or a transport
+     * kind: "resolve" "connect" "tls" "send" "recv" "too_large" "other". */
+    const char *error;
+    const char *detail;   /* curl's message for an error (no secrets), or "" */
+    long status;
+    const char *body;
+    size_t body_len;
+    /* Headers of the final response, packed; read with http_header_next. */
+    const unsigned char *hdrs;
+    size_t hdrs_len;
+    size_t nhdrs;
+} http_result;
+
+typedef void (*http_done_fn)(void *user, const http_result *r);
+
+/* Iterates packed headers: *pos starts at 0. 1 and the next pair, or 0. */
+int http_header_next(const http_result *r, size_t *pos, const char **name, size_t *nlen,
+                     const char **value, size_t *vlen);
+
+int http_global_init(void);     /* after curl_global_init; 0 / -1 */
+void http_global_cleanup(void); /* aborts every transfer, no callbacks */
+
+/* Extra trusted CA bundle (in addition to the system store) for transfers
+ * started from now on; NULL: system store only. 0 / -1. */
+int http_set_ca_file(const char *path);
+
+typedef enum {
+    HTTP_SET_OK = 0,
+    HTTP_SET_BAD_METHOD,
+    HTTP_SET_BAD_URL,
+    HTTP_SET_BAD_HEADER,
+    HTTP_SET_BAD_BODY,     /* a body for GET or HEAD */
+    HTTP_SET_NOMEM
+} http_set_status;
+
+http_xfer *http_xfer_new(void);
+void http_xfer_free(http_xfer *x); /* only for a transfer never started; NULL ok */
+/* GET HEAD POST PUT PATCH DELETE (upper case). */
+http_set_status http_xfer_method(http_xfer *x, const char *method);
+/* Absolute http:// or https:// URL with a host, NUL-terminated, at most
+ * HTTP_URL_MAX bytes, sent as given. http_url_check: 0 if acceptable. */
+http_set_status http_xfer_url(http_xfer *x, const char *url);
+int http_url_check(const char *url);
+/* One request header; name is a token, value without CR/LF/NUL. A
+ * Content-Length is ignored (libcurl sends the real one). */
+http_set_status http_xfer_header(http_xfer *x, const char *name, size_t nlen,
+                                 const char *value, size_t vlen);
+/* Body bytes (copied at start). Set the method first. */
+http_set_status http_xfer_body(http_xfer *x, const char *body, size_t len);
+void http_xfer_timeout(http_xfer *x, long ms); /* 0: no limit */
+/* Hands the transfer to curl. 0, or -1 (then x is still the caller's). */
+int http_xfer_start(http_xfer *x, http_done_fn done, void *user);
+/* Aborts a started transfer; its callback will not run. */
+void http_xfer_cancel(http_xfer *x);
+
+/* ---- poll loop integration ------------------------------------------------ */
+size_t http_poll_count(void);                         /* sockets curl watches */
+size_t http_poll_fill(struct pollfd *p, size_t max);  /* their pollfds */
+int http_poll_timeout(void);                          /* ms until curl's timer, -1 none */
+/* After poll(): lets curl act on ready sockets and an expired timer, then
+ * runs the done callbacks of finished transfers. */
+void http_poll_handle(const struct pollfd *p, size_t n);
+size_t http_active(void);                             /* started, not finished */
+
+#endif

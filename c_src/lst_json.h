@@ -1,0 +1,35 @@
+/*
+ * lst_json.h — parse the answer of POST /oauth/live_session_token:
+ *   {"diffie_hellman_response": HEX, "live_session_token_signature": HEX,
+ *    "live_session_token_expiration": EPOCH_MS}
+ * with json-c. The expiration may be a JSON integer (or an integral number)
+ * or a string of decimal digits. Input is capped at LST_JSON_MAX bytes.
+ */
+#ifndef IBKR_LST_JSON_H
+#define IBKR_LST_JSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LST_JSON_MAX ((size_t)64 * 1024)
+
+typedef enum {
+    LST_JSON_OK = 0,
+    LST_JSON_NOT_JSON,      /* not one JSON value (or too big, or NUL bytes) */
+    LST_JSON_MISSING_FIELD, /* JSON, but a field is absent or has the wrong type */
+    LST_JSON_NOMEM
+} lst_json_status;
+
+typedef struct {
+    char *dh_response;   /* malloc'd, NUL-terminated; NULL unless LST_JSON_OK */
+    char *signature;
+    int64_t expires_ms;
+} lst_answer;
+
+/* On anything but LST_JSON_OK, *out holds nothing to free. */
+lst_json_status lst_json_parse(const char *buf, size_t len, lst_answer *out);
+void lst_answer_free(lst_answer *a); /* NULL-safe, idempotent */
+/* "not_json" | "missing_field" | "nomem" (the Why of {bad_response, Why}). */
+const char *lst_json_status_atom(lst_json_status st);
+
+#endif
