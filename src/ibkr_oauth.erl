@@ -1,0 +1,445 @@
+%% @doc Interactive Brokers Web API authentication ("OAuth 1.0a extended"):
+%% the public API.
+%%
+%% One session process = one IBKR OAuth session (one consumer key and access
+%% token). It owns one `priv/ibkr_oauth_port' process: private keys, the
+%% decrypted access-token secret, the DH exponent and the live session token
+%% (LST) live there; the BEAM sees the LST only through
+%% {@link live_session_token/1}.
+%%
+%% ```
+%% {ok, _} = application:ensure_all_started(ibkr_oauth),
+%% {ok, S} = ibkr_oauth:start_link(Config),
+%% {ok, #{status := 200, body := Json}} =
+%%     ibkr_oauth:request(S, get, <<"/portfolio/accounts">>, #{}),
+%% {ok, Authorization} = ibkr_oauth:sign(S, get, Url).
+%% '''
+%%
+%% <h3>Errors</h3>
+%% Every function returns `{error, Reason}' rather than raising or exiting
+%% in the caller. Arguments are checked in the calling process first
+%% (`{error, {badarg, What}}'). Calls to the session are bounded; when the
+%% session is not running, `{error, noproc}'; when the caller's wait ran
+%% out, `{error, timeout}'; when the port program died before answering,
+%% `{error, port_down}' (the session then restarts the port by itself; it
+%% is unauthenticated afterwards and authenticates again on the next
+%% {@link request/4}). Other reasons: `{bad_config, Field, Why}',
+%% `not_authenticated', `no_pending_handshake', `bad_dh_response',
+%% `lst_signature_mismatch', `{http, Status, Body}' (handshake refused),
+%% `{bad_response, not_json | missing_field}', `{transport, Kind}',
+%% `too_large', `cancelled'. No reason contains a key, the decrypted secret
+%% or the LST.
+-module(ibkr_oauth).
+
+-export([start_link/1, start_link/2, start_session/1, start_session/2,
+         child_spec/1, stop/1,
+         authenticate/1, lst_request/1, lst_request/2, lst_complete/2,
+         live_session_token/1,
+         sign/3, sign/4,
+         request/3, request/4,
+         stats/1, os_pid/1]).
+
+-export_type([server/0, key/0, config/0, method/0, pins/0, request_opts/0,
+              sign_opts/0, response/0, stats/0]).
+
+-type server() :: pid() | atom() | {via, module(), term()} | {global, term()}.
+-type key() :: {file, file:filename_all()} | {pem, binary()}.
+-type config() :: #{
+    consumer_key        := binary(),
+    access_token        := binary(),
+    access_token_secret := binary(),
+    dh_prime            := binary(),
+    encryption_key      := key(),
+    signature_key       := key(),
+    dh_generator        => pos_integer(),
+    realm               => binary(),
+    base_url            => binary(),
+    ca_file             => file:filename_all(),
+    request_timeout     => timeout(),
+    auto_authenticate   => boolean(),
+    brokerage_session   => boolean(),
+    tickle_interval     => pos_integer() | infinity,
+    refresh_margin      => non_neg_integer(),
+    query_signing       => params | none}.
+-type method() :: get | post | put | delete | patch | head.
+-type pins() :: #{nonce => binary(), timestamp => non_neg_integer(), dh_random => binary()}.
+-type request_opts() :: #{query => [{binary(), binary()}], body => iodata(),
+                          headers => [{binary(), binary()}], timeout => timeout()}.
+-type sign_opts() :: #{nonce => binary(), timestamp => non_neg_integer(), lst => binary()}.
+-type response() :: #{status := 100..599, headers := [{binary(), binary()}], body := binary()}.
+-type stats() :: #{requests := non_neg_integer(), handshakes := non_neg_integer(),
+                   errors := non_neg_integer(), port_restarts := non_neg_integer(),
+                   in_flight := non_neg_integer(), queued := non_neg_integer(),
+                   authenticated := boolean(), handshake_in_flight := boolean(),
+                   expires_at := integer() | undefined, epoch := non_neg_integer(),
+                   os_pid := non_neg_integer() | undefined}.
+
+%% Waits for calls answered by the port without network (sign, lst_request...).
+-define(CALL_TIMEOUT, 15000).
+%% Backstop for calls bounded by the session itself (request/4 without an
+%% explicit timeout, authenticate/1): the session always answers first.
+-define(BACKSTOP, 300000).
+%% A request's own timeout plus this margin: the session's {error, timeout}
+%% arrives before the call gives up.
+-define(CALL_MARGIN, 5000).
+-define(STOP_TIMEOUT, 15000).
+-define(MAX_BODY, 16777216).
+-define(MAX_TIMEOUT, 4294967295).   % the longest Erlang timer, ms
+-define(METHODS, [get, post, put, delete, patch, head]).
+
+%%====================================================================
+%% Lifecycle
+%%====================================================================
+
+%% @doc Starts a session linked to the caller. The whole config is validated
+%% before this returns: types here, then keys, secret and prime in the port.
+%% A bad config returns `{error, {bad_config, Field, Why}}' (the caller is
+%% never killed by it, trapping exits or not). Unknown atom keys are refused
+%% (`{bad_config, Key, unknown_key}'), other keys ignored. With
+%% `auto_authenticate => true' the first handshake starts right after the
+%% start, in the background.
+%%
+%% `Why' is one of `missing', `badarg', `too_long', `unknown_key',
+%% `bad_url', `too_small' (checked in Erlang) or, from the port, `enoent',
+%% `eacces', `eisdir', `file_error', `not_pem', `not_rsa', `not_base64',
+%% `decrypt_failed', `not_hex', `not_prime', `too_small'. A port program that
+%% cannot start gives `{port_open, Posix}', one that exits at once
+%% `{port_exit, Status}'.
+-spec start_link(config()) -> {ok, pid()} | {error, term()}.
+start_link(Config) ->
+    ibkr_oauth_session:start_link(Config).
+
+%% @doc Like {@link start_link/1}, registering the session as `Name'
+%% (`{local, Atom}', `{global, Term}' or `{via, Module, Term}', as for
+%% `gen_server').
+-spec start_link(ibkr_oauth_session:name(), config()) -> {ok, pid()} | {error, term()}.
+start_link(Name, Config) ->
+    ibkr_oauth_session:start_link(Name, Config).
+
+%% @doc Starts a session under the application's supervisor
+%% (`ibkr_oauth_sup', temporary children: a session that stops is not
+%% restarted). Stop it with {@link stop/1}.
+-spec start_session(config()) -> {ok, pid()} | {error, term()}.
+start_session(Config) ->
+    ibkr_oauth_sup:start_session([Config]).
+
+%% @doc {@link start_session/1} with a registered name.
+-spec start_session(ibkr_oauth_session:name(), config()) -> {ok, pid()} | {error, term()}.
+start_session(Name, Config) ->
+    ibkr_oauth_sup:start_session([Name, Config]).
+
+%% @doc A child spec for your own supervisor (`{ibkr_oauth, Config}' in an
+%% Elixir child list). Id `ibkr_oauth', permanent worker, 10 s shutdown
+%% (room for `POST /logout'). Override `id' to run several sessions under
+%% one supervisor.
+-spec child_spec(config()) -> supervisor:child_spec().
+child_spec(Config) ->
+    #{id => ?MODULE,
+      start => {?MODULE, start_link, [Config]},
+      restart => permanent,
+      shutdown => 10000,
+      type => worker,
+      modules => [ibkr_oauth_session]}.
+
+%% @doc Stops the session: `POST /logout' if an LST is held (bounded wait),
+%% then the port program is closed. Callers still waiting get
+%% `{error, port_down}'.
+-spec stop(server()) -> ok | {error, term()}.
+stop(Server) ->
+    case valid_server(Server) of
+        true ->
+            try gen_server:stop(Server, normal, ?STOP_TIMEOUT)
+            catch
+                exit:Reason -> {error, exit_reason(Reason)}
+            end;
+        false -> {error, {badarg, server}}
+    end.
+
+%%====================================================================
+%% Live session token
+%%====================================================================
+
+%% @doc The full handshake done by the port over HTTPS (`POST
+%% {base_url}/oauth/live_session_token'); the LST is derived, validated and
+%% kept in the port. Concurrent calls, and requests needing an LST, share one
+%% handshake. With `brokerage_session => true' the brokerage session is
+%% opened (`POST /iserver/auth/ssodh/init') before this returns.
+-spec authenticate(server()) -> {ok, #{expires_at := integer()}} | {error, term()}.
+authenticate(Server) ->
+    call(Server, authenticate, ?BACKSTOP).
+
+%% @doc {@link lst_request/2} without pins.
+-spec lst_request(server()) ->
+    {ok, #{method := binary(), url := binary(), authorization := binary()}} | {error, term()}.
+lst_request(Server) -> lst_request(Server, #{}).
+
+%% @doc First half of a handshake done with your own HTTP client: the
+%% method, URL and `Authorization' of the LST request. Pins fix the random
+%% parts (tests and reproductions only). The DH exponent stays in the port
+%% as the pending handshake.
+-spec lst_request(server(), pins()) ->
+    {ok, #{method := binary(), url := binary(), authorization := binary()}} | {error, term()}.
+lst_request(Server, Pins) ->
+    case check_opts(Pins, [{nonce, fun is_nonempty_binary/1},
+                           {timestamp, fun is_non_neg_integer/1},
+                           {dh_random, fun is_nonempty_binary/1}], pins) of
+        {ok, P} -> call(Server, {port, {lst_request, P}}, ?CALL_TIMEOUT);
+        {error, _} = E -> E
+    end.
+
+%% @doc Second half: IBKR's JSON answer to the LST request. On success the
+%% LST becomes the session's (used by {@link request/4} too; not renewed in
+%% the background, see {@link ibkr_oauth_session}).
+-spec lst_complete(server(), #{diffie_hellman_response := binary(),
+                               live_session_token_signature := binary(),
+                               live_session_token_expiration := integer()}) ->
+    {ok, #{expires_at := integer()}} | {error, term()}.
+lst_complete(Server, Answer) when is_map(Answer) ->
+    Fields = [{diffie_hellman_response, fun is_binary/1},
+              {live_session_token_signature, fun is_binary/1},
+              {live_session_token_expiration, fun is_integer/1}],
+    case [K || {K, Ok} <- Fields, not (is_map_key(K, Answer) andalso Ok(maps:get(K, Answer)))] of
+        [] -> call(Server, {lst_complete, maps:with([K || {K, _} <- Fields], Answer)},
+                   ?CALL_TIMEOUT);
+        [K | _] -> {error, {badarg, K}}
+    end;
+lst_complete(_Server, _) ->
+    {error, {badarg, answer}}.
+
+%% @doc The LST (base64) and its expiry (epoch ms), for callers that need it
+%% (e.g. to sign elsewhere). The only function that returns the token.
+-spec live_session_token(server()) ->
+    {ok, #{token := binary(), expires_at := integer()}} | {error, term()}.
+live_session_token(Server) ->
+    call(Server, {port, live_session_token}, ?CALL_TIMEOUT).
+
+%%====================================================================
+%% Signing
+%%====================================================================
+
+%% @doc {@link sign/4} with no options.
+-spec sign(server(), method() | binary(), binary()) -> {ok, binary()} | {error, term()}.
+sign(Server, Method, Url) -> sign(Server, Method, Url, #{}).
+
+%% @doc The `Authorization' value for a request made with your own HTTP
+%% client (HMAC-SHA256 with the LST). `Method' is an atom or a binary (any
+%% case); a query in `Url' is signed as IBKR specifies (decoded parameters
+%% in the base string, see `query_signing'). Options: `nonce', `timestamp'
+%% (pins, for tests), `lst' (sign with this LST instead of the session's).
+%% The LST's expiry is not checked.
+-spec sign(server(), method() | binary(), binary(), sign_opts()) ->
+    {ok, binary()} | {error, term()}.
+sign(Server, Method, Url, Opts) ->
+    case {method_bin(Method), Url} of
+        {error, _} -> {error, {badarg, method}};
+        {M, <<_, _/binary>>} ->
+            case check_opts(Opts, [{nonce, fun is_nonempty_binary/1},
+                                   {timestamp, fun is_non_neg_integer/1},
+                                   {lst, fun is_nonempty_binary/1}], opts) of
+                {ok, O} -> call(Server, {port, {sign, M, Url, O}}, ?CALL_TIMEOUT);
+                {error, _} = E -> E
+            end;
+        _ -> {error, {badarg, url}}
+    end.
+
+%%====================================================================
+%% Requests
+%%====================================================================
+
+%% @doc {@link request/4} with no options.
+-spec request(server(), method(), binary()) -> {ok, response()} | {error, term()}.
+request(Server, Method, Path) -> request(Server, Method, Path, #{}).
+
+%% @doc An HTTPS request done by the port, signed with the session's LST.
+%%
+%% `Path' is relative to `base_url' and starts with `/'. Options: `query'
+%% (pairs of binaries, percent-encoded here: RFC 3986 unreserved characters
+%% kept, everything else `%XX'), `body' (iodata, e.g. JSON; set a
+%% `content-type' header yourself), `headers', `timeout' (ms, default the
+%% session's `request_timeout'; the whole request including waiting for a
+%% handshake and retries).
+%%
+%% Without a usable LST (none, or expiring within `refresh_margin') the
+%% session authenticates first, one handshake for all waiting requests. A
+%% `401' triggers one fresh LST and one retry; a second `401' is returned.
+%% A `429' with `Retry-After' is retried once if that fits in the timeout.
+%% Transport errors are retried once when the request cannot have reached
+%% the server (`{transport, resolve | connect | tls}'), or for `get'/`head'.
+%% Any complete HTTP exchange is `{ok, #{status, headers, body}}' (header
+%% names lower-case).
+-spec request(server(), method(), binary(), request_opts()) ->
+    {ok, response()} | {error, term()}.
+request(Server, Method, Path, Opts) ->
+    try
+        lists:member(Method, ?METHODS) orelse throw({badarg, method}),
+        is_map(Opts) orelse throw({badarg, opts}),
+        PathQuery = path_query(Path, maps:get(query, Opts, [])),
+        Headers = headers(maps:get(headers, Opts, [])),
+        Body = body(maps:get(body, Opts, <<>>)),
+        Timeout = case maps:get(timeout, Opts, default) of
+                      default -> default;
+                      infinity -> infinity;
+                      T when is_integer(T), T >= 0, T =< ?MAX_TIMEOUT -> T;
+                      _ -> throw({badarg, timeout})
+                  end,
+        CallTimeout = case Timeout of
+                          default -> ?BACKSTOP;
+                          infinity -> infinity;
+                          _ -> Timeout + ?CALL_MARGIN
+                      end,
+        {PathQuery, Headers, Body, Timeout, CallTimeout}
+    of
+        {PQ, H, B, TO, CT} ->
+            call(Server, {request, Method, PQ, H, B, TO}, CT)
+    catch
+        throw:{badarg, _} = Why -> {error, Why};
+        throw:too_large -> {error, too_large}
+    end.
+
+-spec path_query(term(), term()) -> binary().
+path_query(<<"/", _/binary>> = Path, Query) when is_list(Query) ->
+    no_ctl(Path) orelse throw({badarg, path}),
+    case encode_query(Query) of
+        <<>> -> Path;
+        Q ->
+            Sep = case binary:match(Path, <<"?">>) of
+                      nomatch -> <<"?">>;
+                      _ -> <<"&">>
+                  end,
+            <<Path/binary, Sep/binary, Q/binary>>
+    end;
+path_query(<<"/", _/binary>>, _) -> throw({badarg, query});
+path_query(_, _) -> throw({badarg, path}).
+
+%% No whitespace or control characters in a path given as is.
+-spec no_ctl(binary()) -> boolean().
+no_ctl(B) -> not lists:any(fun(C) -> C =< 32 orelse C =:= 127 end, binary_to_list(B)).
+
+-spec encode_query(list()) -> binary().
+encode_query(Pairs) ->
+    Parts = [begin
+                 (is_binary(K) andalso is_binary(V)) orelse throw({badarg, query}),
+                 [pct(K), $=, pct(V)]
+             end || P <- Pairs, {K, V} <- [pair(P)]],
+    iolist_to_binary(lists:join($&, Parts)).
+
+-spec pair(term()) -> {term(), term()}.
+pair({K, V}) -> {K, V};
+pair(_) -> throw({badarg, query}).
+
+%% RFC 3986 percent-encoding: unreserved characters kept, every other byte
+%% %XX (upper-case hex).
+-spec pct(binary()) -> binary().
+pct(Bin) -> << <<(pct_char(C))/binary>> || <<C>> <= Bin >>.
+
+-spec pct_char(byte()) -> binary().
+pct_char(C) when C >= $A, C =< $Z; C >= $a, C =< $z; C >= $0, C =< $9;
+                 C =:= $-; C =:= $.; C =:= $_; C =:= $~ -> <<C>>;
+pct_char(C) ->
+    Hex = "0123456789ABCDEF",
+    <<$%, (lists:nth(C div 16 + 1, Hex)), (lists:nth(C rem 16 + 1, Hex))>>.
+
+-spec headers(term()) -> [{binary(), binary()}].
+headers(H) when is_list(H) ->
+    [case X of
+         {N, V} when is_binary(N), is_binary(V), byte_size(N) > 0 -> {N, V};
+         _ -> throw({badarg, headers})
+     end || X <- H];
+headers(_) -> throw({badarg, headers}).
+
+-spec body(term()) -> binary().
+body(B) ->
+    Bin = try iolist_to_binary(B)
+          catch error:badarg -> throw({badarg, body})
+          end,
+    byte_size(Bin) =< ?MAX_BODY orelse throw(too_large),
+    Bin.
+
+%%====================================================================
+%% Introspection
+%%====================================================================
+
+%% @doc Counters and state of the session: `requests' (request/4 calls),
+%% `handshakes' (LSTs obtained), `errors' (error replies), `port_restarts',
+%% `in_flight' (commands at the port), `queued' (requests waiting for a
+%% handshake), `authenticated' (an unexpired LST is held),
+%% `handshake_in_flight', `expires_at' (epoch ms or `undefined'), `epoch'
+%% (number of LSTs so far), `os_pid' (of the port program).
+-spec stats(server()) -> stats() | {error, term()}.
+stats(Server) ->
+    call(Server, stats, ?CALL_TIMEOUT).
+
+%% @doc The OS pid of the session's port program.
+-spec os_pid(server()) -> non_neg_integer() | {error, term()}.
+os_pid(Server) ->
+    case call(Server, os_pid, ?CALL_TIMEOUT) of
+        Pid when is_integer(Pid) -> Pid;
+        undefined -> {error, port_down};
+        {error, _} = E -> E
+    end.
+
+%%====================================================================
+%% Helpers
+%%====================================================================
+
+-spec call(server(), term(), timeout()) -> term().
+call(Server, Request, Timeout) ->
+    case valid_server(Server) of
+        true ->
+            try gen_server:call(Server, Request, Timeout)
+            catch
+                exit:{Reason, {gen_server, call, _}} -> {error, exit_reason(Reason)};
+                exit:Reason -> {error, exit_reason(Reason)}
+            end;
+        false -> {error, {badarg, server}}
+    end.
+
+-spec exit_reason(term()) -> timeout | noproc | port_down.
+exit_reason(timeout) -> timeout;
+exit_reason(noproc) -> noproc;
+exit_reason(normal) -> noproc;
+exit_reason(shutdown) -> noproc;
+exit_reason({shutdown, _}) -> noproc;
+exit_reason({nodedown, _}) -> noproc;
+exit_reason(killed) -> port_down;
+exit_reason(_) -> port_down.
+
+-spec valid_server(term()) -> boolean().
+valid_server(P) when is_pid(P); is_atom(P) -> true;
+valid_server({global, _}) -> true;
+valid_server({via, M, _}) when is_atom(M) -> true;
+valid_server(_) -> false.
+
+-spec method_bin(term()) -> binary() | error.
+method_bin(get) -> <<"GET">>;
+method_bin(post) -> <<"POST">>;
+method_bin(put) -> <<"PUT">>;
+method_bin(delete) -> <<"DELETE">>;
+method_bin(patch) -> <<"PATCH">>;
+method_bin(head) -> <<"HEAD">>;
+method_bin(<<_, _/binary>> = M) ->
+    Up = << <<(upper(C))>> || <<C>> <= M >>,
+    case lists:all(fun(C) -> C >= $A andalso C =< $Z end, binary_to_list(Up)) of
+        true -> Up;
+        false -> error
+    end;
+method_bin(_) -> error.
+
+-spec upper(byte()) -> byte().
+upper(C) when C >= $a, C =< $z -> C - 32;
+upper(C) -> C.
+
+%% Known option keys with a type check each; unknown keys are dropped.
+-spec check_opts(term(), [{atom(), fun((term()) -> boolean())}], atom()) ->
+    {ok, map()} | {error, {badarg, atom()}}.
+check_opts(Opts, Spec, _What) when is_map(Opts) ->
+    case [K || {K, Ok} <- Spec, is_map_key(K, Opts), not Ok(maps:get(K, Opts))] of
+        [] -> {ok, maps:with([K || {K, _} <- Spec], Opts)};
+        [K | _] -> {error, {badarg, K}}
+    end;
+check_opts(_, _, What) -> {error, {badarg, What}}.
+
+-spec is_nonempty_binary(term()) -> boolean().
+is_nonempty_binary(B) -> is_binary(B) andalso byte_size(B) > 0.
+-spec is_non_neg_integer(term()) -> boolean().
+is_non_neg_integer(I) -> is_integer(I) andalso I >= 0.

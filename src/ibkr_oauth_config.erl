@@ -1,0 +1,207 @@
+%% @doc Validation of the session configuration (the `config()' map of
+%% {@link ibkr_oauth}) on the Erlang side, before anything reaches the port.
+%%
+%% Checked here: that every required key is present, that every value has the
+%% documented type and length, and the defaults. Checked by the port (it has
+%% the crypto): that the keys are RSA PEM keys, that the secret is base64 and
+%% decrypts, that the prime is hex and a prime. Both sides report the same
+%% shape, `{bad_config, Field, Why}'.
+%%
+%% Keys: `{file, Path}' is passed to the port as a binary path and read
+%% there (the BEAM never reads key files); `{pem, Pem}' is passed as is.
+%%
+%% Unknown keys: an unknown <b>atom</b> key is refused with
+%% `{bad_config, Key, unknown_key}' (it is almost always a typo, e.g.
+%% `tickle_intervall', and silently ignoring it would hide a wrong setting);
+%% keys that are not atoms are ignored (room for callers' own annotations).
+%%
+%% No atom is ever created from the input.
+-module(ibkr_oauth_config).
+
+-export([validate/1, to_port/1, redact/1, defaults/0]).
+
+-export_type([validated/0, why/0]).
+
+%% A validated config: every key present, defaults filled in, paths as
+%% binaries.
+-type validated() :: #{consumer_key := binary(),
+                       access_token := binary(),
+                       access_token_secret := binary(),
+                       dh_prime := binary(),
+                       encryption_key := {file, binary()} | {pem, binary()},
+                       signature_key := {file, binary()} | {pem, binary()},
+                       dh_generator := pos_integer(),
+                       realm := binary(),
+                       base_url := binary(),
+                       ca_file => binary(),
+                       request_timeout := pos_integer() | infinity,
+                       auto_authenticate := boolean(),
+                       brokerage_session := boolean(),
+                       tickle_interval := pos_integer() | infinity,
+                       refresh_margin := non_neg_integer(),
+                       query_signing := params | none}.
+-type why() :: missing | badarg | too_long | unknown_key | bad_url | too_small.
+
+-define(FIELD_MAX, 512).
+%% Longest Erlang timer (ms), about 49 days.
+-define(MAX_TIMER, 4294967295).
+-define(REQUIRED, [consumer_key, access_token, access_token_secret, dh_prime,
+                   encryption_key, signature_key]).
+-define(PORT_KEYS, [consumer_key, access_token, access_token_secret, dh_prime,
+                    dh_generator, realm, encryption_key, signature_key,
+                    base_url, ca_file, query_signing]).
+
+%% @doc The defaults of the optional keys (`realm' depends on
+%% `consumer_key': `<<"test_realm">>' for `<<"TESTCONS">>', else
+%% `<<"limited_poa">>').
+-spec defaults() -> map().
+defaults() ->
+    #{dh_generator => 2,
+      base_url => <<"https://api.ibkr.com/v1/api">>,
+      request_timeout => 10000,
+      auto_authenticate => false,
+      brokerage_session => false,
+      tickle_interval => infinity,
+      refresh_margin => 300,
+      query_signing => params}.
+
+%% @doc Validates a user config and fills in the defaults. The first problem
+%% found is returned as `{error, {bad_config, Field, Why}}'; `Field' is
+%% `config' when the argument is not a map at all.
+-spec validate(term()) -> {ok, validated()} | {error, {bad_config, atom(), why()}}.
+validate(Config) when is_map(Config) ->
+    try
+        ok = check_unknown(Config),
+        lists:foreach(fun(K) -> is_map_key(K, Config) orelse bad(K, missing) end,
+                      ?REQUIRED),
+        Merged = maps:merge(defaults(), maps:with(known_keys(), Config)),
+        V0 = maps:map(fun check/2, Merged),
+        V = case V0 of
+                #{realm := _} -> V0;
+                #{consumer_key := <<"TESTCONS">>} -> V0#{realm => <<"test_realm">>};
+                #{} -> V0#{realm => <<"limited_poa">>}
+            end,
+        {ok, V}
+    catch
+        throw:{bad_config, _, _} = Bad -> {error, Bad}
+    end;
+validate(_) ->
+    {error, {bad_config, config, badarg}}.
+
+-spec known_keys() -> [atom()].
+known_keys() ->
+    ?REQUIRED ++ [dh_generator, realm, base_url, ca_file, request_timeout,
+                  auto_authenticate, brokerage_session, tickle_interval,
+                  refresh_margin, query_signing].
+
+-spec check_unknown(map()) -> ok.
+check_unknown(Config) ->
+    Known = known_keys(),
+    case [K || K <- maps:keys(Config), is_atom(K), not lists:member(K, Known)] of
+        [] -> ok;
+        Unknown -> bad(lists:min(Unknown), unknown_key)
+    end.
+
+-spec bad(atom(), why()) -> no_return().
+bad(Field, Why) -> throw({bad_config, Field, Why}).
+
+-spec check(atom(), term()) -> term().
+check(K, V) when K =:= consumer_key; K =:= access_token; K =:= realm ->
+    field(K, V);
+check(K, V) when K =:= access_token_secret; K =:= dh_prime ->
+    case V of
+        <<_, _/binary>> -> no_nul(K, V);
+        _ -> bad(K, badarg)
+    end;
+check(K, V) when K =:= encryption_key; K =:= signature_key ->
+    case V of
+        {pem, <<_, _/binary>> = Pem} -> {pem, Pem};
+        {file, Path} -> {file, path(K, Path)};
+        _ -> bad(K, badarg)
+    end;
+check(dh_generator, V) when is_integer(V), V >= 2 -> V;
+check(dh_generator, V) when is_integer(V) -> bad(dh_generator, too_small);
+check(base_url, V) when is_binary(V) -> base_url(V);
+check(ca_file, V) -> path(ca_file, V);
+check(request_timeout, infinity) -> infinity;
+check(request_timeout, V) when is_integer(V), V > 0, V =< ?MAX_TIMER -> V;
+check(tickle_interval, infinity) -> infinity;
+check(tickle_interval, V) when is_integer(V), V > 0, V =< ?MAX_TIMER -> V;
+check(refresh_margin, V) when is_integer(V), V >= 0, V =< ?MAX_TIMER div 1000 -> V;
+check(K, V) when (K =:= auto_authenticate orelse K =:= brokerage_session),
+                 is_boolean(V) -> V;
+check(query_signing, V) when V =:= params; V =:= none -> V;
+check(K, _) -> bad(K, badarg).
+
+-spec field(atom(), term()) -> binary().
+field(K, V) when is_binary(V), byte_size(V) > ?FIELD_MAX -> bad(K, too_long);
+field(K, <<_, _/binary>> = V) -> no_nul(K, V);
+field(K, _) -> bad(K, badarg).
+
+-spec no_nul(atom(), binary()) -> binary().
+no_nul(K, V) ->
+    case binary:match(V, <<0>>) of
+        nomatch -> V;
+        _ -> bad(K, badarg)
+    end.
+
+%% file:filename_all() (a string, a binary or a deep list with atoms) to a
+%% binary; empty paths and NUL bytes are refused.
+-spec path(atom(), term()) -> binary().
+path(K, P) ->
+    Bin = try
+              if is_binary(P) -> P;
+                 is_list(P); is_atom(P) ->
+                      unicode:characters_to_binary(filename:flatten(P));
+                 true -> error
+              end
+          catch
+              _:_ -> error
+          end,
+    case Bin of
+        <<_, _/binary>> -> no_nul(K, Bin);
+        _ -> bad(K, badarg)
+    end.
+
+%% http(s)://host[:port][/path], no query or fragment; a trailing slash is
+%% dropped (paths given to request/4 start with one).
+-spec base_url(binary()) -> binary().
+base_url(V) ->
+    Url = strip_slash(no_nul(base_url, V)),
+    try uri_string:parse(Url) of
+        #{scheme := Scheme, host := <<_, _/binary>>} = U
+          when (Scheme =:= <<"https">> orelse Scheme =:= <<"http">>),
+               not is_map_key(query, U), not is_map_key(fragment, U),
+               not is_map_key(userinfo, U) ->
+            case binary:match(Url, [<<" ">>, <<"\r">>, <<"\n">>, <<"\t">>]) of
+                nomatch -> Url;
+                _ -> bad(base_url, bad_url)
+            end;
+        _ -> bad(base_url, bad_url)
+    catch
+        _:_ -> bad(base_url, bad_url)
+    end.
+
+-spec strip_slash(binary()) -> binary().
+strip_slash(<<>>) -> <<>>;
+strip_slash(B) ->
+    case binary:last(B) of
+        $/ -> strip_slash(binary:part(B, 0, byte_size(B) - 1));
+        _ -> B
+    end.
+
+%% @doc The `init' map for the port (PROTOCOL.md): the validated config
+%% without the Erlang-only keys.
+-spec to_port(validated()) -> map().
+to_port(V) -> maps:with(?PORT_KEYS, V).
+
+%% @doc A copy of a (validated or raw) config safe to log or show: the
+%% access-token secret and PEM contents are replaced by `redacted'.
+-spec redact(term()) -> term().
+redact(#{} = C) ->
+    maps:map(fun(access_token_secret, _) -> redacted;
+                (K, {pem, _}) when K =:= encryption_key; K =:= signature_key ->
+                     {pem, redacted};
+                (_, V) -> V
+             end, C);
+redact(Other) -> Other.
