@@ -1,0 +1,155 @@
+%% @doc The `ibkr_oauth' escript: one signed IBKR Web API call from a shell.
+%%
+%% ```
+%% ibkr_oauth [--config FILE] METHOD PATH [-q KEY=VALUE]... [-d BODY]
+%% ibkr_oauth get /portfolio/accounts
+%% '''
+%% Credentials come from `--config FILE' (a file holding one Erlang map, the
+%% `ibkr_oauth:start_link/1' config, read with `file:consult/1') or from the
+%% environment: `IBKR_CONSUMER_KEY', `IBKR_ACCESS_TOKEN',
+%% `IBKR_ACCESS_TOKEN_SECRET', `IBKR_DH_PRIME', `IBKR_ENCRYPTION_KEY_FILE',
+%% `IBKR_SIGNATURE_KEY_FILE', and optionally `IBKR_REALM', `IBKR_BASE_URL',
+%% `IBKR_CA_FILE'. The answer's body goes to stdout, the status line to
+%% stderr; the exit status is 0 for a 2xx answer, 1 otherwise, 2 for usage.
+-module(ibkr_oauth_cli).
+-export([main/1, parse_args/1, env_config/1]).
+
+-type opts() :: #{config => string(), method := ibkr_oauth:method(), path := binary(),
+                  query := [{binary(), binary()}], body => binary()}.
+
+%% @doc Escript entry point.
+-spec main([string()]) -> no_return().
+main(Args) ->
+    logger:set_primary_config(level, warning),
+    case parse_args(Args) of
+        {ok, Opts} -> halt(run(Opts));
+        {error, Why} ->
+            io:format(standard_error, "ibkr_oauth: ~ts~n~ts", [Why, usage()]),
+            halt(2)
+    end.
+
+-spec run(opts()) -> 0 | 1.
+run(Opts) ->
+    ensure_port_path(),
+    case load_config(Opts) of
+        {ok, Config} -> call(Config, Opts);
+        {error, Why} ->
+            io:format(standard_error, "ibkr_oauth: ~ts~n", [Why]),
+            1
+    end.
+
+-spec call(ibkr_oauth:config(), opts()) -> 0 | 1.
+call(Config, #{method := Method, path := Path, query := Query} = Opts) ->
+    {ok, _} = application:ensure_all_started(ibkr_oauth),
+    case ibkr_oauth:start_link(Config) of
+        {ok, S} ->
+            ReqOpts = maps:merge(#{query => Query}, maps:with([body], Opts)),
+            Result = ibkr_oauth:request(S, Method, Path, ReqOpts),
+            _ = ibkr_oauth:stop(S),
+            report(Result);
+        {error, Why} ->
+            io:format(standard_error, "ibkr_oauth: cannot start the session: ~tp~n", [Why]),
+            1
+    end.
+
+-spec report({ok, map()} | {error, term()}) -> 0 | 1.
+report({ok, #{status := Status, body := Body}}) ->
+    io:format(standard_error, "HTTP ~b~n", [Status]),
+    io:put_chars(Body),
+    io:nl(),
+    case Status of
+        S when S >= 200, S < 300 -> 0;
+        _ -> 1
+    end;
+report({error, Why}) ->
+    io:format(standard_error, "ibkr_oauth: ~tp~n", [Why]),
+    1.
+
+%% @doc Parses the command line (exported for tests).
+-spec parse_args([string()]) -> {ok, opts()} | {error, string()}.
+parse_args(Args) -> parse_args(Args, #{query => []}).
+
+-spec parse_args([string()], map()) -> {ok, opts()} | {error, string()}.
+parse_args(["--config", File | Rest], Acc) -> parse_args(Rest, Acc#{config => File});
+parse_args(["-q", KV | Rest], #{query := Q} = Acc) ->
+    case string:split(KV, "=") of
+        [K, V] -> parse_args(Rest, Acc#{query := Q ++ [{unicode:characters_to_binary(K),
+                                                          unicode:characters_to_binary(V)}]});
+        _ -> {error, "-q wants KEY=VALUE"}
+    end;
+parse_args(["-d", Body | Rest], Acc) -> parse_args(Rest, Acc#{body => unicode:characters_to_binary(Body)});
+parse_args([M, [$/ | _] = Path | Rest], Acc) when not is_map_key(method, Acc) ->
+    case method(string:lowercase(M)) of
+        {ok, Method} -> parse_args(Rest, Acc#{method => Method, path => unicode:characters_to_binary(Path)});
+        error -> {error, "unknown method " ++ M}
+    end;
+parse_args([], #{method := _} = Acc) -> {ok, Acc};
+parse_args([], _) -> {error, "METHOD and PATH are required"};
+parse_args([Other | _], _) -> {error, "unexpected argument " ++ Other}.
+
+-spec method(string()) -> {ok, ibkr_oauth:method()} | error.
+method("get") -> {ok, get};
+method("post") -> {ok, post};
+method("put") -> {ok, put};
+method("delete") -> {ok, delete};
+method("patch") -> {ok, patch};
+method("head") -> {ok, head};
+method(_) -> error.
+
+-spec load_config(opts()) -> {ok, map()} | {error, string()}.
+load_config(#{config := File}) ->
+    case file:consult(File) of
+        {ok, [Config]} when is_map(Config) -> {ok, Config};
+        {ok, _} -> {error, File ++ ": expected one Erlang map"};
+        {error, Why} -> {error, File ++ ": " ++ file:format_error(Why)}
+    end;
+load_config(_) ->
+    env_config(fun os:getenv/1).
+
+%% @doc The session config from environment variables (the getter is a
+%% parameter so tests need not touch the real environment).
+-spec env_config(fun((string()) -> string() | false)) -> {ok, map()} | {error, string()}.
+env_config(Get) ->
+    Required = [{consumer_key, "IBKR_CONSUMER_KEY", bin},
+                {access_token, "IBKR_ACCESS_TOKEN", bin},
+                {access_token_secret, "IBKR_ACCESS_TOKEN_SECRET", bin},
+                {dh_prime, "IBKR_DH_PRIME", bin},
+                {encryption_key, "IBKR_ENCRYPTION_KEY_FILE", file},
+                {signature_key, "IBKR_SIGNATURE_KEY_FILE", file}],
+    Optional = [{realm, "IBKR_REALM", bin}, {base_url, "IBKR_BASE_URL", bin},
+                {ca_file, "IBKR_CA_FILE", path}],
+    Missing = [Var || {_, Var, _} <- Required, Get(Var) =:= false],
+    case Missing of
+        [] ->
+            Pairs = [{K, conv(T, V)} || {K, Var, T} <- Required ++ Optional, (V = Get(Var)) =/= false],
+            {ok, maps:from_list(Pairs)};
+        _ ->
+            {error, "no --config and missing environment variables: " ++ lists:join(", ", Missing)}
+    end.
+
+-spec conv(bin | file | path, string()) -> binary() | {file, string()} | string().
+conv(bin, V) -> unicode:characters_to_binary(V);
+conv(file, V) -> {file, V};
+conv(path, V) -> V.
+
+%% An escript runs from an archive, where priv/ cannot hold an executable:
+%% find the port next to the escript unless IBKR_OAUTH_PORT says otherwise.
+-spec ensure_port_path() -> ok.
+ensure_port_path() ->
+    case os:getenv("IBKR_OAUTH_PORT") of
+        false ->
+            Dir = filename:dirname(filename:absname(escript:script_name())),
+            Candidates = [filename:join([Dir, "priv", "ibkr_oauth_port"]),
+                          filename:join([Dir, "..", "priv", "ibkr_oauth_port"])],
+            case [C || C <- Candidates, filelib:is_regular(C)] of
+                [Exe | _] -> true = os:putenv("IBKR_OAUTH_PORT", Exe), ok;
+                [] -> ok
+            end;
+        _ -> ok
+    end.
+
+-spec usage() -> string().
+usage() ->
+    "usage: ibkr_oauth [--config FILE] METHOD PATH [-q KEY=VALUE]... [-d BODY]\n"
+    "  e.g. ibkr_oauth get /portfolio/accounts\n"
+    "  credentials: --config FILE (one Erlang map) or IBKR_* environment variables\n".
