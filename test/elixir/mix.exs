@@ -14,6 +14,6 @@ defmodule IbkrOauthElixirTest.MixProject do
   end
 
   def application do
-    [extra_applications: [:logger, :crypto, :public_key, :ssl]]
+    [extra_applications: [:logger, :crypto, :public_key, :ssl, :inets]]
   end
 end
