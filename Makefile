@@ -10,7 +10,7 @@ export MIX_REBAR3
 ASAN_PORT := c_src/build-asan/ibkr_oauth_port
 CT_SUITES ?=
 
-.PHONY: all build deps deps-test deps-dev demo test test-c test-eunit test-ct test-elixir \
+.PHONY: all build deps deps-test deps-dev demo test test-c test-eunit test-ct test-elixir test-mix-consumer \
 	test-asan valgrind fuzz bench lint dialyzer docs escript clean
 
 all: build
@@ -22,13 +22,14 @@ deps-test:
 deps-dev:
 	@scripts/ensure-deps.sh dev
 
-# rebar3's pre_hook runs `make -C c_src`, so this builds the port too.
+# rebar3's pre_hook runs `make -C c_src`, so this builds the port too, and
+# the `ibkr_oauth` escript (it runs the port from ./priv next to it).
 build: deps
 	$(REBAR3) compile
-
-escript: build
 	$(REBAR3) escriptize
 	cp _build/default/bin/ibkr_oauth ./ibkr_oauth
+
+escript: build
 
 demo: deps
 	$(REBAR3) as test compile
@@ -40,6 +41,7 @@ test: deps-test
 	$(MAKE) test-eunit
 	$(MAKE) test-ct
 	$(MAKE) test-elixir
+	$(MAKE) test-mix-consumer
 	@echo "make test: all layers passed"
 
 test-c:
@@ -53,6 +55,10 @@ test-ct:
 
 test-elixir:
 	cd test/elixir && MIX_ENV=test mix test
+
+# A fresh mix project depending on a copy of this tree runs the README's Elixir example.
+test-mix-consumer:
+	scripts/mix-consumer-test.sh
 
 # The whole CT suite against an ASan+UBSan build of the port, and the C unit
 # tests under the sanitizers.
