@@ -1,0 +1,329 @@
+%% Faults, end to end against the fake IBKR server (real TLS, real checks):
+%% the port program killed mid-request, the session crashing under a
+%% supervisor, the BEAM side going away (stop, owner killed, whole node
+%% killed: no orphan port program), every fault the fake server injects on
+%% the handshake that request/4 starts by itself, Retry-After honoured, a
+%% slow handshake, a server that refuses everything, and clock skew.
+%%
+%% Not repeated here (already asserted elsewhere): the same faults through
+%% authenticate/1 and on plain API calls (session_SUITE: authenticate_failures,
+%% rate_limit_*, server_errors_returned, *_after_drop,
+%% timeout_then_keeps_working, single_401_retried); kill -9 against the plain
+%% HTTP stub, the restart limit, stop/1 without traffic, a raw port whose BEAM
+%% is killed (protocol_SUITE).
+-module(faults_SUITE).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
+         init_per_testcase/2, end_per_testcase/2]).
+-export([sigkill_mid_request/1, supervisor_restarts_crashed_session/1,
+         owner_killed_port_exits/1, stop_with_requests_in_flight/1,
+         peer_killed_session_port_exits/1, handshake_faults_reach_waiting_requests/1,
+         retry_after_gap_honoured/1, slow_handshake_request_timeout/1,
+         server_refuses_everything/1, clock_skew/1]).
+-export([init/1]).
+
+-define(F, ibkr_fake_server).
+-define(L, ibkr_check_lib).
+-define(ACCOUNTS, <<"/portfolio/accounts">>).
+-define(LST_PATH, <<"/oauth/live_session_token">>).
+%% How long every pending caller may take to be answered after a fault: a
+%% liveness bound, far above what it takes.
+-define(ANSWER_BOUND, 5000).
+
+suite() -> [{timetrap, {minutes, 2}}].
+
+all() ->
+    [sigkill_mid_request, supervisor_restarts_crashed_session, owner_killed_port_exits,
+     stop_with_requests_in_flight, peer_killed_session_port_exits,
+     handshake_faults_reach_waiting_requests, retry_after_gap_honoured,
+     slow_handshake_request_timeout, server_refuses_everything, clock_skew].
+
+init_per_suite(Config) ->
+    {ok, _} = application:ensure_all_started(ibkr_oauth),
+    Config.
+
+end_per_suite(_Config) -> ok.
+
+init_per_testcase(_Case, Config) ->
+    {ok, Info = #{config := Client}} =
+        ?F:start_from_vectors(public, #{ca_dir => ?config(priv_dir, Config)}),
+    {ok, S} = ibkr_oauth:start_link(Client),
+    [{session, S}, {client, Client}, {fake, Info} | Config].
+
+end_per_testcase(_Case, Config) ->
+    S = ?config(session, Config),
+    unlink(S),
+    _ = (catch ibkr_oauth:stop(S)),
+    ?F:stop().
+
+%%% ----------------------------------------------------------------- cases
+
+%% kill -9 of the port program while five requests (one of them a POST) wait
+%% for the server: each caller gets {error, port_down}, the session opens a
+%% new port, and the next request authenticates again (one more handshake at
+%% the server). The POST is not sent again.
+sigkill_mid_request(Config) ->
+    S = ?config(session, Config),
+    {ok, _} = ibkr_oauth:authenticate(S),
+    ?assertEqual(1, stat(handshakes)),
+    ok = ?F:set_fault({slow, 30000, 5}),
+    Get = fun() -> ibkr_oauth:request(S, get, ?ACCOUNTS, #{timeout => 60000}) end,
+    Post = fun() -> ibkr_oauth:request(S, post, <<"/echo">>,
+                                       #{body => <<"{\"order\":1}">>, timeout => 60000})
+           end,
+    Callers = ?L:spawn_callers([Get, Get, Get, Get, Post]),
+    ok = ?L:wait_until(fun() -> path_count(?ACCOUNTS) =:= 4 andalso path_count(<<"/echo">>) =:= 1 end,
+                       10000),
+    ?assertMatch(#{in_flight := 5}, ibkr_oauth:stats(S)),
+    OsPid = ibkr_oauth:os_pid(S),
+    ok = ?L:kill_os(OsPid),
+    ?assertEqual(lists:duplicate(5, {error, port_down}), ?L:collect(Callers, ?ANSWER_BOUND)),
+    ?assert(is_process_alive(S)),
+    NewOsPid = ibkr_oauth:os_pid(S),
+    ?assert(is_integer(NewOsPid) andalso NewOsPid =/= OsPid),
+    ?assertNot(?L:os_alive(OsPid)),
+    %% (the new port's init may still be in flight)
+    ?assertMatch(#{port_restarts := 1, authenticated := false}, ibkr_oauth:stats(S)),
+    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}),
+    ?assertEqual(2, stat(handshakes)),
+    ?assertEqual(1, path_count(<<"/echo">>)),
+    ?assertMatch(#{handshakes := 2, epoch := 2, port_restarts := 1}, ibkr_oauth:stats(S)).
+
+%% A session started from child_spec/1 is killed: the supervisor starts a
+%% new one, the killed session's port program exits (EOF on its fd 3), and
+%% the new session authenticates on its first request.
+supervisor_restarts_crashed_session(Config) ->
+    Client = ?config(client, Config),
+    {ok, Sup} = supervisor:start_link(?MODULE, []),
+    {ok, C1} = supervisor:start_child(Sup, ibkr_oauth:child_spec(Client)),
+    {ok, _} = ibkr_oauth:authenticate(C1),
+    OsPid1 = ibkr_oauth:os_pid(C1),
+    exit(C1, kill),
+    Child = fun() -> [{ibkr_oauth, P, worker, _}] = supervisor:which_children(Sup), P end,
+    ok = ?L:wait_until(fun() -> is_pid(Child()) andalso Child() =/= C1 end, ?ANSWER_BOUND),
+    ok = ?L:wait_until(fun() -> not ?L:os_alive(OsPid1) end, ?ANSWER_BOUND),
+    C2 = Child(),
+    ?assertEqual({error, not_authenticated}, ibkr_oauth:live_session_token(C2)),
+    {ok, #{status := 200}} = ibkr_oauth:request(C2, get, ?ACCOUNTS, #{}),
+    ?assertEqual(2, stat(handshakes)),
+    OsPid2 = ibkr_oauth:os_pid(C2),
+    unlink(Sup),
+    MRef = monitor(process, Sup),
+    exit(Sup, shutdown),
+    receive {'DOWN', MRef, _, _, _} -> ok end,
+    ok = ?L:wait_until(fun() -> not ?L:os_alive(OsPid2) end, ?ANSWER_BOUND).
+
+%% supervisor callback for supervisor_restarts_crashed_session/1.
+init([]) -> {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, []}}.
+
+%% The session process is killed (no terminate/2): its caller gets an error
+%% tuple, and the port program sees EOF and exits.
+owner_killed_port_exits(Config) ->
+    S = ?config(session, Config),
+    {Caller, OsPid} = one_request_waiting(S),
+    exit(S, kill),
+    ?assertEqual([{error, port_down}], ?L:collect([Caller], ?ANSWER_BOUND)),
+    ok = ?L:wait_until(fun() -> not ?L:os_alive(OsPid) end, ?ANSWER_BOUND).
+
+%% stop/1 while a request waits for the server: the caller gets port_down,
+%% the session still logs out, and the port program exits.
+stop_with_requests_in_flight(Config) ->
+    S = ?config(session, Config),
+    {Caller, OsPid} = one_request_waiting(S),
+    ?assertEqual(ok, ibkr_oauth:stop(S)),
+    ?assertEqual([{error, port_down}], ?L:collect([Caller], ?ANSWER_BOUND)),
+    ?assertEqual(1, stat(logouts)),
+    ok = ?L:wait_until(fun() -> not ?L:os_alive(OsPid) end, ?ANSWER_BOUND),
+    ?assertEqual({error, noproc}, ibkr_oauth:stop(S)).
+
+%% A whole BEAM running an authenticated session with a request in flight
+%% is killed with SIGKILL: its port program exits by itself (no orphan).
+peer_killed_session_port_exits(Config) ->
+    Client = ?config(client, Config),
+    {Peer, PeerOsPid} = ?L:start_peer(),
+    try
+        {ok, _} = peer:call(Peer, application, ensure_all_started, [ibkr_oauth], 15000),
+        {ok, S} = peer:call(Peer, ibkr_oauth, start_session, [Client], 15000),
+        {ok, _} = peer:call(Peer, ibkr_oauth, authenticate, [S], 15000),
+        OsPid = peer:call(Peer, ibkr_oauth, os_pid, [S]),
+        ?assert(?L:os_alive(OsPid)),
+        ok = ?F:set_fault({slow, 30000, 1}),
+        ok = peer:cast(Peer, ibkr_oauth, request, [S, get, ?ACCOUNTS]),
+        ok = ?L:wait_until(fun() -> path_count(?ACCOUNTS) =:= 1 end, 10000),
+        ok = ?L:kill_os(list_to_integer(PeerOsPid)),
+        ok = ?L:wait_until(fun() -> not ?L:os_alive(OsPid) end, 10000)
+    after
+        catch peer:stop(Peer)
+    end.
+
+%% Each fault on the LST answer, hit by the handshake that request/4 starts
+%% by itself: every request waiting for it (five at once, one handshake)
+%% gets the handshake's documented error, nothing reaches the API path, and
+%% the next request works.
+handshake_faults_reach_waiting_requests(Config) ->
+    Client = ?config(client, Config),
+    P = ibkr_server_crypto:dh_prime(maps:get(dh_prime, ibkr_test_lib:vectors(public))),
+    Http = fun(Code) -> fun({error, {http, C, B}}) -> C =:= Code andalso is_binary(B);
+                           (_) -> false
+                        end
+           end,
+    Is = fun(Want) -> fun(Got) -> Got =:= Want end end,
+    Cases = [{{reject_lst, 1}, Http(401)},
+             {{status, 500, 1}, Http(500)},
+             {{status, 503, 1}, Http(503)},
+             {{rate_limit, 1, 1}, Http(429)},
+             {{drop, 1}, fun({error, {transport, _}}) -> true; (_) -> false end},
+             {malformed_json, Is({error, {bad_response, not_json}})},
+             {wrong_lst_signature, Is({error, lst_signature_mismatch})}]
+        ++ [{{bad_dh_response, B}, Is({error, bad_dh_response})}
+            || B <- [0, 1, p_minus_1, p, P + 1, P + 12345]],
+    lists:foreach(
+      fun({Fault, Expected}) ->
+              %% a fresh session each time: no LST yet
+              {ok, S} = ibkr_oauth:start_link(Client),
+              Get = fun() -> ibkr_oauth:request(S, get, ?ACCOUNTS, #{}) end,
+              Lst0 = path_count(?LST_PATH),
+              Api0 = path_count(?ACCOUNTS),
+              ok = ?F:set_fault(Fault),
+              Results = ?L:collect(?L:spawn_callers(lists:duplicate(5, Get)), 15000),
+              [?assert(Expected(R), {Fault, R}) || R <- Results],
+              ?assertEqual({Fault, 1}, {Fault, path_count(?LST_PATH) - Lst0}),
+              ?assertEqual({Fault, 0}, {Fault, path_count(?ACCOUNTS) - Api0}),
+              ?assertEqual({error, not_authenticated}, ibkr_oauth:live_session_token(S)),
+              ?assertMatch({ok, #{status := 200}}, Get()),
+              ?assertMatch(#{port_restarts := 0}, ibkr_oauth:stats(S)),
+              ok = ibkr_oauth:stop(S)
+      end, Cases).
+
+%% 429 with Retry-After: the retry leaves the session at least Retry-After
+%% after the 429 came back (measured at the session by tracing its port
+%% traffic). A POST is retried too (a 429 was not processed), exactly once;
+%% a second 429 is the answer.
+retry_after_gap_honoured(Config) ->
+    S = ?config(session, Config),
+    {ok, _} = ibkr_oauth:authenticate(S),
+    Body = #{body => <<"{\"order\":1}">>},
+    ok = ?F:set_fault({rate_limit, 1, 1}),
+    {{ok, #{status := 200}}, [Gap1]} = traced_gaps(S, fun() -> ibkr_oauth:request(S, post, <<"/echo">>, Body) end),
+    ?assert(Gap1 >= 1000, Gap1),
+    ?assertEqual([429, 200], outcomes(<<"/echo">>)),
+    ok = ?F:set_fault({rate_limit, 2, 2}),
+    {{ok, #{status := 429, headers := H}}, [Gap2]} =
+        traced_gaps(S, fun() -> ibkr_oauth:request(S, get, ?ACCOUNTS, #{}) end),
+    ?assert(Gap2 >= 2000, Gap2),
+    ?assertEqual(<<"2">>, proplists:get_value(<<"retry-after">>, H)),
+    ?assertEqual([429, 429], outcomes(?ACCOUNTS)),
+    ?assertEqual(1, stat(handshakes)).
+
+%% The handshake is slower than a request's timeout: that request gets
+%% {error, timeout}, the handshake carries on, and the next request uses
+%% its LST without a new one.
+slow_handshake_request_timeout(Config) ->
+    S = ?config(session, Config),
+    ok = ?F:set_fault({slow, 1500, 1}),
+    ?assertEqual({error, timeout}, ibkr_oauth:request(S, get, ?ACCOUNTS, #{timeout => 300})),
+    ok = ?L:wait_until(fun() -> maps:get(authenticated, ibkr_oauth:stats(S)) end, 10000),
+    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}),
+    ?assertEqual(1, stat(handshakes)),
+    ?assertEqual(1, path_count(?ACCOUNTS)).
+
+%% Every request answered 401 (the LST request too): each request/4 costs
+%% one API request and one handshake, then returns the refusal; no loop.
+server_refuses_everything(Config) ->
+    S = ?config(session, Config),
+    {ok, _} = ibkr_oauth:authenticate(S),
+    ok = ?F:set_fault({status, 401, infinity}),
+    [?assertMatch({error, {http, 401, _}}, ibkr_oauth:request(S, get, ?ACCOUNTS, #{}))
+     || _ <- lists:seq(1, 3)],
+    ?assertEqual(3, path_count(?ACCOUNTS)),
+    ?assertEqual(1 + 3, path_count(?LST_PATH)),
+    ok = ?F:clear_faults(),
+    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}).
+
+%% The server's clock is off: within its window (300 s) nothing changes;
+%% beyond it the handshake is refused with IBKR's message, returned in the
+%% error and logged, and requests fail the same way instead of looping. The
+%% session does not correct the skew: the host clock must be right (NTP).
+clock_skew(Config) ->
+    S = ?config(session, Config),
+    ok = ?F:set_fault({skew_s, 200}),
+    {ok, _} = ibkr_oauth:authenticate(S),
+    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}),
+    Cap = ?L:capture_logs(),
+    try
+        [begin
+             ok = ?F:set_fault({skew_s, Skew}),
+             Bad0 = stat(bad_timestamps),
+             {error, {http, 401, Why}} = ibkr_oauth:authenticate(S),
+             ?assertNotEqual(nomatch, binary:match(Why, <<"timestamp outside the window">>)),
+             {error, {http, 401, Why2}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}),
+             ?assertNotEqual(nomatch, binary:match(Why2, <<"timestamp outside the window">>)),
+             %% authenticate, then the request and its one re-handshake
+             ?assertEqual(3, stat(bad_timestamps) - Bad0)
+         end || Skew <- [3600, -3600]],
+        Logs = ?L:captured(Cap),
+        ?assertNotEqual(nomatch, binary:match(Logs, <<"handshake failed">>)),
+        ?assertNotEqual(nomatch, binary:match(Logs, <<"timestamp outside the window">>))
+    after
+        ?L:stop_capture(Cap)
+    end,
+    ok = ?F:clear_faults(),
+    {ok, _} = ibkr_oauth:authenticate(S),
+    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}).
+
+%%% ---------------------------------------------------------------- helpers
+
+%% An authenticated session (unlinked from the test) with one request held
+%% by the server; the caller's pid and the port program's OS pid.
+one_request_waiting(S) ->
+    {ok, _} = ibkr_oauth:authenticate(S),
+    OsPid = ibkr_oauth:os_pid(S),
+    ok = ?F:set_fault({slow, 30000, 1}),
+    [Caller] = ?L:spawn_callers([fun() -> ibkr_oauth:request(S, get, ?ACCOUNTS, #{}) end]),
+    ok = ?L:wait_until(fun() -> path_count(?ACCOUNTS) =:= 1 end, 10000),
+    unlink(S),
+    {Caller, OsPid}.
+
+stat(Key) -> maps:get(Key, ?F:stats()).
+
+path_count(Path) -> maps:get(Path, stat(by_path), 0).
+
+%% What became of each request to Path, oldest first (status or dropped).
+outcomes(Path) ->
+    [O || #{path := P, outcome := O} <- lists:reverse(stat(log)), P =:= Path].
+
+%% Runs Fun while tracing the session's port traffic; returns Fun's result
+%% and, for every 429 the session received, the ms until it sent its next
+%% http command.
+traced_gaps(S, Fun) ->
+    1 = erlang:trace(S, true, ['receive', call, monotonic_timestamp, {tracer, self()}]),
+    _ = erlang:trace_pattern({ibkr_oauth_port, send, 3}, true, []),
+    try
+        Result = Fun(),
+        {Result, gaps(trace_events())}
+    after
+        _ = erlang:trace(S, false, ['receive', call]),
+        _ = erlang:trace_pattern({ibkr_oauth_port, send, 3}, false, [])
+    end.
+
+trace_events() ->
+    receive
+        {trace_ts, _, 'receive', {Port, {data, Bin}}, Ts} when is_port(Port) ->
+            case ibkr_oauth_port:decode(Bin) of
+                {ok, _, {ok, #{status := 429}}} -> [{ms(Ts), got_429} | trace_events()];
+                _ -> trace_events()
+            end;
+        {trace_ts, _, call, {ibkr_oauth_port, send, [_, _, {http, _}]}, Ts} ->
+            [{ms(Ts), sent} | trace_events()];
+        {trace_ts, _, _, _, _} -> trace_events()
+    after 0 -> []
+    end.
+
+ms(Ts) -> erlang:convert_time_unit(Ts, native, microsecond) / 1000.
+
+gaps([{T429, got_429}, {TSent, sent} | Rest]) -> [TSent - T429 | gaps(Rest)];
+gaps([{_, got_429}]) -> [];
+gaps([_ | Rest]) -> gaps(Rest);
+gaps([]) -> [].
