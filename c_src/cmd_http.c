@@ -1,0 +1,434 @@
+/*
+ * cmd_http.c — the commands that go over HTTP (authenticate, http) and
+ * cancel: in-flight operations keyed by request id, and the replies sent
+ * when libcurl completes a transfer.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dispatch_internal.h"
+#include "lst_json.h"
+
+enum { OP_HTTP, OP_AUTH };
+
+/* An HTTP transfer in flight and the request ids waiting for it (several
+ * only for an authenticate that later callers joined). */
+typedef struct op {
+    struct op *prev, *next;
+    int kind;
+    http_xfer *xfer;
+    uint64_t *ids;
+    size_t nids, capids;
+    uint64_t id0; /* ids points here until a second id arrives */
+} op;
+
+/* ---- in-flight operations ------------------------------------------------------------ */
+
+static op *op_new(int kind, uint64_t id)
+{
+    op *o = calloc(1, sizeof *o);
+    if (o == NULL)
+        return NULL;
+    o->kind = kind;
+    o->id0 = id;
+    o->ids = &o->id0;
+    o->nids = o->capids = 1;
+    o->next = D.ops;
+    if (D.ops != NULL)
+        D.ops->prev = o;
+    D.ops = o;
+    D.waiting++;
+    return o;
+}
+
+static int op_add_id(op *o, uint64_t id)
+{
+    if (o->nids == o->capids) {
+        size_t cap = o->capids * 2;
+        uint64_t *p = malloc(cap * sizeof *p);
+        if (p == NULL)
+            return -1;
+        memcpy(p, o->ids, o->nids * sizeof *p);
+        if (o->ids != &o->id0)
+            free(o->ids);
+        o->ids = p;
+        o->capids = cap;
+    }
+    o->ids[o->nids++] = id;
+    D.waiting++;
+    return 0;
+}
+
+static void op_free(op *o)
+{
+    if (o->prev != NULL)
+        o->prev->next = o->next;
+    else
+        D.ops = o->next;
+    if (o->next != NULL)
+        o->next->prev = o->prev;
+    if (D.auth == o)
+        D.auth = NULL;
+    D.waiting -= o->nids;
+    if (o->ids != &o->id0)
+        free(o->ids);
+    free(o);
+}
+
+/* The op waiting for id, and the position of id in it. */
+static op *op_find(uint64_t id, size_t *pos)
+{
+    for (op *o = D.ops; o != NULL; o = o->next)
+        for (size_t i = 0; i < o->nids; i++)
+            if (o->ids[i] == id) {
+                *pos = i;
+                return o;
+            }
+    return NULL;
+}
+
+/* Aborts an op's transfer and answers all its ids {error, cancelled}. */
+static void op_abort(op *o)
+{
+    http_xfer_cancel(o->xfer);
+    for (size_t i = 0; i < o->nids; i++)
+        reply_error(o->ids[i], "cancelled");
+    op_free(o);
+}
+
+/* ---- HTTP completion ---------------------------------------------------------------- */
+
+static void reply_transport(uint64_t id, const http_result *r)
+{
+    if (strcmp(r->error, "timeout") == 0)
+        reply_error(id, "timeout");
+    else
+        reply_error2(id, "transport", r->error);
+}
+
+static void log_transport(const char *what, const http_result *r)
+{
+    (void)erlcmd_log(D.c, "debug", "%s failed: %s (%s)", what, r->error, r->detail);
+}
+
+/* {Id, {ok, #{status => S, headers => [{N, V}], body => B}}} */
+static void reply_response(uint64_t id, const http_result *r)
+{
+    size_t need = r->body_len + r->hdrs_len + 16 * r->nhdrs + 256;
+    if (r->body_len > HTTP_BODY_MAX || erlcmd_reserve(D.c, need) != 0) {
+        reply_error2(id, "transport", "too_large");
+        return;
+    }
+    ei_x_buff *x = erlcmd_begin_reply(D.c, id);
+    if (x == NULL)
+        return;
+    int rc = ei_x_encode_tuple_header(x, 2);
+    rc |= ei_x_encode_atom(x, "ok");
+    rc |= ei_x_encode_map_header(x, 3);
+    rc |= ei_x_encode_atom(x, "status");
+    rc |= ei_x_encode_long(x, r->status);
+    rc |= ei_x_encode_atom(x, "headers");
+    if (r->nhdrs > 0)
+        rc |= ei_x_encode_list_header(x, (long)r->nhdrs);
+    size_t pos = 0, count = 0;
+    const char *n, *v;
+    size_t nl, vl;
+    while (rc == 0 && count < r->nhdrs && http_header_next(r, &pos, &n, &nl, &v, &vl)) {
+        rc |= ei_x_encode_tuple_header(x, 2);
+        rc |= erlcmd_encode_binary(x, n, nl);
+        rc |= erlcmd_encode_binary(x, v, vl);
+        count++;
+    }
+    if (count != r->nhdrs)
+        rc = -1;
+    rc |= ei_x_encode_empty_list(x);
+    rc |= ei_x_encode_atom(x, "body");
+    rc |= erlcmd_encode_binary(x, r->body, r->body_len);
+    (void)erlcmd_end(D.c, rc);
+}
+
+static void on_http_done(void *user, const http_result *r)
+{
+    op *o = user;
+    if (r->error != NULL) {
+        log_transport("http request", r);
+        reply_transport(o->id0, r);
+    } else {
+        reply_response(o->id0, r);
+    }
+    op_free(o);
+}
+
+/* {Id, {error, {http, Status, Body}}} */
+static void reply_http_status(uint64_t id, const http_result *r)
+{
+    D.errors++;
+    if (erlcmd_reserve(D.c, r->body_len + 256) != 0)
+        return;
+    ei_x_buff *x = erlcmd_begin_reply(D.c, id);
+    if (x == NULL)
+        return;
+    int rc = ei_x_encode_tuple_header(x, 2);
+    rc |= ei_x_encode_atom(x, "error");
+    rc |= ei_x_encode_tuple_header(x, 3);
+    rc |= ei_x_encode_atom(x, "http");
+    rc |= ei_x_encode_long(x, r->status);
+    rc |= erlcmd_encode_binary(x, r->body, r->body_len);
+    (void)erlcmd_end(D.c, rc);
+}
+
+static void on_auth_done(void *user, const http_result *r)
+{
+    op *o = user;
+    if (D.auth == o)
+        D.auth = NULL;
+    if (r->error != NULL) {
+        log_transport("authenticate", r);
+        for (size_t i = 0; i < o->nids; i++)
+            reply_transport(o->ids[i], r);
+    } else if (r->status != 200) {
+        (void)erlcmd_log(D.c, "warning", "authenticate: HTTP status %ld", r->status);
+        for (size_t i = 0; i < o->nids; i++)
+            reply_http_status(o->ids[i], r);
+    } else {
+        lst_answer a;
+        lst_json_status js = lst_json_parse(r->body, r->body_len, &a);
+        if (js != LST_JSON_OK) {
+            (void)erlcmd_log(D.c, "warning", "authenticate: bad response (%s)",
+                             lst_json_status_atom(js));
+            for (size_t i = 0; i < o->nids; i++)
+                reply_error2(o->ids[i], "bad_response", lst_json_status_atom(js));
+        } else {
+            oauth_status st = oauth_lst_complete(D.session, a.dh_response, a.signature,
+                                                 a.expires_ms);
+            if (st == OAUTH_OK) {
+                D.handshakes++;
+                (void)erlcmd_log(D.c, "info", "live session token obtained, expires at %lld",
+                                 (long long)a.expires_ms);
+                for (size_t i = 0; i < o->nids; i++)
+                    reply_expires(o->ids[i], a.expires_ms);
+            } else {
+                (void)erlcmd_log(D.c, "warning", "authenticate: %s", oauth_status_atom(st));
+                for (size_t i = 0; i < o->nids; i++)
+                    reply_error(o->ids[i], oauth_status_atom(st));
+            }
+            lst_answer_free(&a);
+        }
+    }
+    op_free(o);
+}
+
+void ops_abort_auth(void)
+{
+    if (D.auth != NULL)
+        op_abort(D.auth);
+}
+
+void ops_shutdown(void)
+{
+    while (D.ops != NULL) {
+        op *o = D.ops;
+        http_xfer_cancel(o->xfer);
+        op_free(o);
+    }
+}
+
+/* ---- HTTP commands ------------------------------------------------------------------ */
+
+void cmd_authenticate(const frame *f, uint64_t id, int at)
+{
+    mfield fl[4] = {{"nonce", -1}, {"timestamp", -1}, {"dh_random", -1}, {"timeout", -1}};
+    if (map_fields(f, at, fl, 4) != 0) {
+        reply_error(id, "badarg");
+        return;
+    }
+    oauth_pins pins;
+    long timeout;
+    const char *bad = get_pins(f, fl, 1, &pins);
+    if (bad == NULL)
+        bad = get_timeout(f, fl[3].at, &timeout);
+    if (bad != NULL) {
+        reply_badarg(id, bad);
+        return;
+    }
+    /* One handshake at a time: a second caller joins the one in flight and
+     * gets the same answer (a new one would replace its DH exponent). */
+    if (D.auth != NULL) {
+        if (op_add_id(D.auth, id) != 0)
+            reply_error(id, "nomem");
+        return;
+    }
+    char *auth = NULL;
+    oauth_status st = oauth_lst_request(D.session, D.lst_url, &pins, &auth);
+    if (st != OAUTH_OK) {
+        if (st == OAUTH_ERR_BADARG && pins.dh_random_hex != NULL)
+            reply_badarg(id, "dh_random");
+        else
+            reply_oauth_error(id, st);
+        return;
+    }
+    http_xfer *x = http_xfer_new();
+    op *o = NULL;
+    int ok = x != NULL && http_xfer_method(x, "POST") == HTTP_SET_OK &&
+             http_xfer_url(x, D.lst_url) == HTTP_SET_OK &&
+             http_xfer_header(x, "Authorization", 13, auth, strlen(auth)) == HTTP_SET_OK &&
+             http_xfer_body(x, "", 0) == HTTP_SET_OK;
+    free(auth);
+    if (ok) {
+        http_xfer_timeout(x, timeout);
+        ok = (o = op_new(OP_AUTH, id)) != NULL;
+    }
+    if (ok && http_xfer_start(x, on_auth_done, o) != 0)
+        ok = 0;
+    if (!ok) {
+        if (o != NULL)
+            op_free(o);
+        http_xfer_free(x);
+        reply_error2(id, "transport", "other");
+        return;
+    }
+    o->xfer = x;
+    D.auth = o;
+    D.requests++;
+}
+
+/* Request headers: a proper list of {Name, Value} binaries. */
+static int add_headers(const frame *f, int at, http_xfer *x, int skip_auth)
+{
+    int t, sz, n;
+    if (type_at(f, at, &t, &sz) != 0 || (t != ERL_LIST_EXT && t != ERL_NIL_EXT) ||
+        ei_decode_list_header(f->buf, &at, &n) != 0)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        int arity;
+        const char *name, *value;
+        size_t nl, vl;
+        if (type_at(f, at, &t, &sz) != 0 || (t != ERL_SMALL_TUPLE_EXT && t != ERL_LARGE_TUPLE_EXT) ||
+            ei_decode_tuple_header(f->buf, &at, &arity) != 0 || arity != 2 ||
+            dec_bin(f, &at, &name, &nl) != 0 || dec_bin(f, &at, &value, &vl) != 0)
+            return -1;
+        if (skip_auth && nl == 13 && strncasecmp(name, "authorization", 13) == 0)
+            continue; /* ours, signed, replaces it */
+        if (http_xfer_header(x, name, nl, value, vl) != HTTP_SET_OK)
+            return -1;
+    }
+    if (n > 0) { /* the tail must be [] */
+        if (type_at(f, at, &t, &sz) != 0 || t != ERL_NIL_EXT)
+            return -1;
+    }
+    return 0;
+}
+
+enum { H_METHOD, H_URL, H_HEADERS, H_BODY, H_TIMEOUT, H_SIGN, H_COUNT };
+
+void cmd_http(const frame *f, uint64_t id, int at)
+{
+    mfield fl[H_COUNT] = {{"method", -1}, {"url", -1}, {"headers", -1},
+                          {"body", -1}, {"timeout", -1}, {"sign", -1}};
+    if (map_fields(f, at, fl, H_COUNT) != 0) {
+        reply_error(id, "badarg");
+        return;
+    }
+    char *method, *url;
+    int idx, sign = 1;
+    long timeout;
+    const char *body = "";
+    size_t body_len = 0;
+    const char *bad = NULL;
+    http_xfer *x = NULL;
+    op *o = NULL;
+
+    if ((idx = fl[H_METHOD].at) < 0 || dec_method(f, &idx, &method) != 0) {
+        reply_badarg(id, "method");
+        return;
+    }
+    if ((idx = fl[H_URL].at) < 0 || dec_url(f, &idx, &url) != 0) {
+        reply_badarg(id, "url");
+        return;
+    }
+    if ((idx = fl[H_SIGN].at) >= 0 && dec_bool(f, &idx, &sign) != 0) {
+        reply_badarg(id, "sign");
+        return;
+    }
+    if ((idx = fl[H_BODY].at) >= 0 && dec_bin(f, &idx, &body, &body_len) != 0) {
+        reply_badarg(id, "body");
+        return;
+    }
+    if ((bad = get_timeout(f, fl[H_TIMEOUT].at, &timeout)) != NULL) {
+        reply_badarg(id, bad);
+        return;
+    }
+    if ((x = http_xfer_new()) == NULL) {
+        reply_error2(id, "transport", "other");
+        return;
+    }
+    if (http_xfer_method(x, method) != HTTP_SET_OK)
+        bad = "method";
+    else if (http_xfer_url(x, url) != HTTP_SET_OK)
+        bad = "url";
+    else if (fl[H_HEADERS].at >= 0 && add_headers(f, fl[H_HEADERS].at, x, sign) != 0)
+        bad = "headers";
+    else if (http_xfer_body(x, body, body_len) != HTTP_SET_OK)
+        bad = "body";
+    if (bad != NULL) {
+        http_xfer_free(x);
+        reply_badarg(id, bad);
+        return;
+    }
+    http_xfer_timeout(x, timeout);
+    if (sign) {
+        /* Signed now, immediately before curl gets the handle. */
+        char auth[OAUTH_AUTH_MAX];
+        oauth_status st = oauth_sign(D.session, method, url, NULL, NULL, auth, sizeof auth);
+        if (st != OAUTH_OK) {
+            http_xfer_free(x);
+            if (st == OAUTH_ERR_BADARG || st == OAUTH_ERR_TOO_LONG)
+                reply_badarg(id, "url");
+            else
+                reply_oauth_error(id, st);
+            return;
+        }
+        if (http_xfer_header(x, "Authorization", 13, auth, strlen(auth)) != HTTP_SET_OK) {
+            http_xfer_free(x);
+            reply_error(id, "nomem");
+            return;
+        }
+    }
+    if ((o = op_new(OP_HTTP, id)) == NULL || http_xfer_start(x, on_http_done, o) != 0) {
+        if (o != NULL)
+            op_free(o);
+        http_xfer_free(x);
+        reply_error2(id, "transport", "other");
+        return;
+    }
+    o->xfer = x;
+    D.requests++;
+}
+
+void cmd_cancel(const frame *f, uint64_t id, int at)
+{
+    unsigned long long target;
+    if (dec_u64(f, &at, &target) != 0 || target == 0) {
+        if (id != 0)
+            reply_badarg(id, "id");
+        else
+            (void)erlcmd_protocol_error(D.c, "bad_frame");
+        return;
+    }
+    size_t pos;
+    op *o = op_find(target, &pos);
+    if (o != NULL) {
+        if (o->nids == 1) {
+            op_abort(o);
+        } else {
+            /* Others still wait for this handshake: only this caller leaves. */
+            o->ids[pos] = o->ids[--o->nids];
+            D.waiting--;
+            reply_error(target, "cancelled");
+        }
+    }
+    if (id != 0)
+        (void)erlcmd_reply_ok(D.c, id);
+}
+
