@@ -9,8 +9,11 @@
 %% environment: `IBKR_CONSUMER_KEY', `IBKR_ACCESS_TOKEN',
 %% `IBKR_ACCESS_TOKEN_SECRET', `IBKR_DH_PRIME', `IBKR_ENCRYPTION_KEY_FILE',
 %% `IBKR_SIGNATURE_KEY_FILE', and optionally `IBKR_REALM', `IBKR_BASE_URL',
-%% `IBKR_CA_FILE'. The answer's body goes to stdout, the status line to
-%% stderr; the exit status is 0 for a 2xx answer, 1 otherwise, 2 for usage.
+%% `IBKR_CA_FILE'. A `/iserver/...' path opens the brokerage session first
+%% unless the config sets `brokerage_session'; a `-d' body is sent as
+%% `application/json'. The answer's body goes to stdout as received, the
+%% status line to stderr; the exit status is 0 for a 2xx answer, 1 otherwise
+%% (the call failed or could not be made), 2 for a usage error.
 -module(ibkr_oauth_cli).
 -export([main/1, parse_args/1, env_config/1]).
 
@@ -19,8 +22,11 @@
 
 %% @doc Escript entry point.
 -spec main([string()]) -> no_return().
+main([Help]) when Help =:= "-h"; Help =:= "--help" ->
+    io:put_chars(usage()),
+    halt(0);
 main(Args) ->
-    logger:set_primary_config(level, warning),
+    log_to_stderr(),
     case parse_args(Args) of
         {ok, Opts} -> halt(run(Opts));
         {error, Why} ->
@@ -28,22 +34,45 @@ main(Args) ->
             halt(2)
     end.
 
+%% stdout carries only the answer's body: warnings (e.g. a key file readable
+%% by others) go to stderr.
+-spec log_to_stderr() -> ok.
+log_to_stderr() ->
+    ok = logger:set_primary_config(level, warning),
+    _ = logger:remove_handler(default),
+    ok = logger:add_handler(default, logger_std_h, #{config => #{type => standard_error}}).
+
 -spec run(opts()) -> 0 | 1.
 run(Opts) ->
-    ensure_port_path(),
-    case load_config(Opts) of
-        {ok, Config} -> call(Config, Opts);
-        {error, Why} ->
-            io:format(standard_error, "ibkr_oauth: ~ts~n", [Why]),
-            1
+    case {ensure_port_path(), load_config(Opts)} of
+        {ok, {ok, Config}} -> call(with_brokerage_session(Config, Opts), Opts);
+        {{error, Why}, _} -> fail(Why);
+        {ok, {error, Why}} -> fail(Why)
     end.
+
+-spec fail(string()) -> 1.
+fail(Why) ->
+    io:format(standard_error, "ibkr_oauth: ~ts~n", [Why]),
+    1.
+
+%% /iserver endpoints answer only inside a brokerage session (ssodh/init).
+-spec with_brokerage_session(map(), opts()) -> map().
+with_brokerage_session(Config, #{path := <<"/iserver/", _/binary>>}) ->
+    maps:merge(#{brokerage_session => true}, Config);
+with_brokerage_session(Config, _) ->
+    Config.
 
 -spec call(ibkr_oauth:config(), opts()) -> 0 | 1.
 call(Config, #{method := Method, path := Path, query := Query} = Opts) ->
     {ok, _} = application:ensure_all_started(ibkr_oauth),
     case ibkr_oauth:start_link(Config) of
         {ok, S} ->
-            ReqOpts = maps:merge(#{query => Query}, maps:with([body], Opts)),
+            ReqOpts = case Opts of
+                          #{body := Body} ->
+                              #{query => Query, body => Body,
+                                headers => [{<<"content-type">>, <<"application/json">>}]};
+                          _ -> #{query => Query}
+                      end,
             Result = ibkr_oauth:request(S, Method, Path, ReqOpts),
             _ = ibkr_oauth:stop(S),
             report(Result);
@@ -55,8 +84,8 @@ call(Config, #{method := Method, path := Path, query := Query} = Opts) ->
 -spec report({ok, map()} | {error, term()}) -> 0 | 1.
 report({ok, #{status := Status, body := Body}}) ->
     io:format(standard_error, "HTTP ~b~n", [Status]),
-    io:put_chars(Body),
-    io:nl(),
+    %% The body's bytes as they came (UTF-8 JSON), not re-encoded by io.
+    ok = file:write(standard_io, [Body, $\n]),
     case Status of
         S when S >= 200, S < 300 -> 0;
         _ -> 1
@@ -133,19 +162,26 @@ conv(file, V) -> {file, V};
 conv(path, V) -> V.
 
 %% An escript runs from an archive, where priv/ cannot hold an executable:
-%% find the port next to the escript unless IBKR_OAUTH_PORT says otherwise.
--spec ensure_port_path() -> ok.
+%% find the port next to the escript (./ibkr_oauth and ./priv as `make'
+%% leaves them, or _build/default/bin and _build/default/lib/ibkr_oauth/priv)
+%% unless IBKR_OAUTH_PORT says where it is.
+-spec ensure_port_path() -> ok | {error, string()}.
 ensure_port_path() ->
     case os:getenv("IBKR_OAUTH_PORT") of
-        false ->
+        Set when is_list(Set), Set =/= "" -> ok;
+        _ ->
             Dir = filename:dirname(filename:absname(escript:script_name())),
             Candidates = [filename:join([Dir, "priv", "ibkr_oauth_port"]),
+                          filename:join([Dir, "..", "lib", "ibkr_oauth", "priv", "ibkr_oauth_port"]),
                           filename:join([Dir, "..", "priv", "ibkr_oauth_port"])],
             case [C || C <- Candidates, filelib:is_regular(C)] of
-                [Exe | _] -> true = os:putenv("IBKR_OAUTH_PORT", Exe), ok;
-                [] -> ok
-            end;
-        _ -> ok
+                [Exe | _] ->
+                    true = os:putenv("IBKR_OAUTH_PORT", Exe),
+                    ok;
+                [] ->
+                    {error, "the port program ibkr_oauth_port is not next to this escript "
+                            "(priv/ibkr_oauth_port); set IBKR_OAUTH_PORT to its path"}
+            end
     end.
 
 -spec usage() -> string().
