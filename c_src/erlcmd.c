@@ -342,7 +342,10 @@ int erlcmd_protocol_error(erlcmd *c, const char *why)
     return erlcmd_end(c, r);
 }
 
-/* {0, {log, Level, Msg}} from a formatted message. */
+/* {0, {log, Level, Msg}} from a formatted message. The attribute marks fmt
+ * as a printf format handed on with a va_list (erlcmd_log's callers are the
+ * ones checked), which clang's -Wformat-nonliteral requires. */
+__attribute__((format(printf, 3, 0)))
 static int log_v(erlcmd *c, const char *level, const char *fmt, va_list ap)
 {
     char msg[LOG_MAX];

@@ -1,0 +1,122 @@
+#!/usr/bin/env escript
+%% make_corpus.escript — writes the seed corpus of the fuzz harnesses:
+%%   corpus/fuzz_frame/*   byte streams as the BEAM sends them on fd 3
+%%                         ({packet,4} frames of term_to_binary/1 terms)
+%%   corpus/fuzz_answer/*  bodies of the LST endpoint's answer
+%% Run from the repository root: escript c_src/fuzz/make_corpus.escript
+%% The outputs are committed; fuzzing never writes into these directories
+%% (scripts/fuzz.sh works on a copy). Re-running rewrites the same bytes.
+-mode(compile).
+
+main(_) ->
+    {ok, [V]} = file:consult("test/data/vectors_testcons/vectors.terms"),
+    [C | _] = maps:get(cases, V),
+    Dir = "c_src/fuzz/corpus",
+    [write(Dir ++ "/fuzz_frame/" ++ Name, stream(Terms)) || {Name, Terms} <- frames(V, C)],
+    [write(Dir ++ "/fuzz_answer/" ++ Name, Body) || {Name, Body} <- answers(C)],
+    ok.
+
+write(Path, Bytes) ->
+    ok = filelib:ensure_dir(Path),
+    ok = file:write_file(Path, Bytes).
+
+%% Terms, or raw binaries standing for a frame's bytes, each with its length.
+stream(Terms) ->
+    << <<(frame(T))/binary>> || T <- Terms >>.
+
+frame({raw, Bin}) -> <<(byte_size(Bin)):32, Bin/binary>>;
+frame({bytes, Bin}) -> Bin; % not even a length prefix of its own
+frame(T) -> frame({raw, term_to_binary(T)}).
+
+frames(V, C) ->
+    Url = <<"https://api.ibkr.com/v1/api/portfolio/accounts?b=2&a=1+x">>,
+    Pins = #{nonce => maps:get(nonce, C), timestamp => maps:get(timestamp, C),
+             dh_random => maps:get(dh_random, C)},
+    Answer = #{diffie_hellman_response => maps:get(diffie_hellman_response, C),
+               live_session_token_signature => maps:get(live_session_token_signature, C),
+               live_session_token_expiration => 4102444800000},
+    Enc = read_key("private_encryption.pem"),
+    Init = #{consumer_key => maps:get(consumer_key, V),
+             access_token => maps:get(access_token, V),
+             access_token_secret => maps:get(access_token_secret, V),
+             dh_prime => <<"d5">>, % too small: refused before the primality test
+             dh_generator => 2, realm => maps:get(realm, V),
+             encryption_key => {pem, Enc},
+             signature_key => {file, <<"/nonexistent/key.pem">>},
+             base_url => maps:get(base_url, V), query_signing => none},
+    [{"echo_shapes", [{1, {echo, T}} || T <- echo_terms()]},
+     {"stats", [{2, stats}]},
+     {"sign", [{3, {sign, <<"GET">>, Url, #{nonce => <<"abc">>, timestamp => 1795935801}}},
+               {4, {sign, <<"POST">>, <<"https://h/p">>, #{}}}]},
+     {"sign_lst", [{5, {sign, <<"GET">>, Url, #{lst => maps:get(live_session_token, C)}}}]},
+     {"sign_bad", [{6, {sign, <<"G T">>, Url, #{}}}, {7, {sign, <<"GET">>, <<"u\0">>, #{}}},
+                   {8, {sign, <<"GET">>, Url, not_a_map}},
+                   {9, {sign, <<"GET">>, Url, #{lst => <<"!!">>, nonce => <<"\"">>}}}]},
+     {"handshake", [{10, {lst_request, Pins}}, {11, {lst_complete, Answer}},
+                    {12, live_session_token}, {13, {sign, <<"GET">>, Url, #{}}}]},
+     {"lst_complete_bad",
+      [{14, {lst_request, #{}}},
+       {15, {lst_complete, Answer#{diffie_hellman_response => <<"zz">>}}},
+       {16, {lst_complete, Answer#{diffie_hellman_response => <<"1">>}}},
+       {17, {lst_complete, Answer#{live_session_token_signature => <<"00">>}}},
+       {18, {lst_complete, maps:remove(live_session_token_expiration, Answer)}},
+       {19, {lst_complete, []}}]},
+     {"lst_request_pins", [{20, {lst_request, #{dh_random => <<"0">>}}},
+                           {21, {lst_request, #{nonce => <<>>, timestamp => -1}}},
+                           {22, {lst_request, #{dh_random => binary:copy(<<"f">>, 129)}}}]},
+     {"http", [{23, {http, #{method => <<"POST">>, url => <<"https://127.0.0.1:1/x?y=1">>,
+                             headers => [{<<"X-A">>, <<"b">>}, {<<"Authorization">>, <<"z">>}],
+                             body => <<"{}">>, timeout => 1000}}},
+               {24, {http, #{method => <<"GET">>, url => <<"http://127.0.0.1:1/">>,
+                             sign => false}}},
+               {0, {cancel, 23}}]},
+     {"http_bad", [{25, {http, #{method => <<"GET">>, url => <<"ftp://x/">>}}},
+                   {26, {http, #{method => <<"GET">>, url => <<"http://h/">>, body => <<"x">>}}},
+                   {27, {http, #{method => <<"PUT">>, url => <<"http://h/">>,
+                                 headers => [{<<"a b">>, <<"c\r\n">>}]}}},
+                   {28, {http, #{method => <<"GET">>, url => <<"http://h/">>,
+                                 headers => [{<<"a">>, <<"b">>} | x]}}}]},
+     {"authenticate", [{29, {authenticate, #{timeout => 0}}}, {30, {authenticate, #{}}},
+                       {31, {cancel, 29}}, {0, {cancel, 30}}]},
+     {"init_bad", [{32, {init, #{}}}, {33, {init, Init}},
+                   {34, {init, Init#{signature_key => {pem, <<"-----BEGIN">>}}}},
+                   {35, {init, Init#{access_token_secret => <<"%%%">>, base_url => <<"x">>}}}]},
+     {"garbage", [{raw, <<131, 80, 0, 0, 0, 1, 120, 156>>}, % compressed
+                  {raw, <<"not a term">>}, {raw, <<131>>},
+                  {1, 2, 3}, {-1, stats}, {0, stats}, {0, {cancel, x}},
+                  {36, nope}, {37, {init}}, {38, stats, x}, {39, {stats}},
+                  {1 bsl 64, stats}, {40, {echo, a, b}}]},
+     {"oversized", [{bytes, <<16#01000001:32, 0, 0, 0>>}, {41, stats}]},
+     {"partial_tail", [{42, stats}, {bytes, <<0, 0, 0, 9, 131, 104>>}]}].
+
+echo_terms() ->
+    [ok, [], <<>>, 0, -1, 16#FFFFFFFFFFFFFFFF, -(1 bsl 200), 1.5, "str", [a | b],
+     {}, list_to_tuple(lists:seq(1, 300)), <<5:3>>, #{a => [1], <<"k">> => {x}},
+     list_to_pid("<0.42.0>"), list_to_ref("#Ref<0.1.2.3>"), fun lists:map/2, 'atom_ü'].
+
+read_key(Name) ->
+    {ok, Bin} = file:read_file("test/data/vectors_testcons/" ++ Name),
+    Bin.
+
+answers(C) ->
+    Dh = maps:get(diffie_hellman_response, C),
+    Sig = maps:get(live_session_token_signature, C),
+    Obj = fun(Exp) ->
+                  iolist_to_binary(["{\"diffie_hellman_response\": \"", Dh,
+                                    "\", \"live_session_token_signature\": \"", Sig,
+                                    "\", \"live_session_token_expiration\": ", Exp, "}"])
+          end,
+    [{"valid.json", Obj("1795939160000")},
+     {"expiration_string.json", Obj("\"1795939160000\"")},
+     {"expiration_float.json", Obj("1.7e12")},
+     {"expiration_negative.json", Obj("-1")},
+     {"expiration_huge.json", Obj("18446744073709551616")},
+     {"bad_dh.json", iolist_to_binary(string:replace(Obj("1"), Dh, "zz"))},
+     {"bad_sig.json", iolist_to_binary(string:replace(Obj("1"), Sig, "00ff"))},
+     {"missing.json", <<"{\"diffie_hellman_response\": \"ab\"}">>},
+     {"trailing.json", <<(Obj("1"))/binary, " x">>},
+     {"not_object.json", <<"[1, \"a\", null, true, {\"b\": -0.5e-3}]">>},
+     {"escapes.json", <<"{\"diffie_hellman_response\": \"\\u0000ab\", "
+                        "\"live_session_token_signature\": \"\\ud83d\\ude00\", "
+                        "\"live_session_token_expiration\": 1}">>},
+     {"deep.json", iolist_to_binary([lists:duplicate(40, $[), lists:duplicate(40, $])])}].
