@@ -296,8 +296,10 @@ request(Server, Method, Path, Opts) ->
         throw:too_large -> {error, too_large}
     end.
 
+%% length/1 in a guard also refuses an improper list (which would crash the
+%% list comprehension in the caller).
 -spec path_query(term(), term()) -> binary().
-path_query(<<"/", _/binary>> = Path, Query) when is_list(Query) ->
+path_query(<<"/", _/binary>> = Path, Query) when is_list(Query), length(Query) >= 0 ->
     no_ctl(Path) orelse throw({badarg, path}),
     case encode_query(Query) of
         <<>> -> Path;
@@ -340,7 +342,7 @@ pct_char(C) ->
     <<$%, (lists:nth(C div 16 + 1, Hex)), (lists:nth(C rem 16 + 1, Hex))>>.
 
 -spec headers(term()) -> [{binary(), binary()}].
-headers(H) when is_list(H) ->
+headers(H) when is_list(H), length(H) >= 0 ->
     [case X of
          {N, V} when is_binary(N), is_binary(V), byte_size(N) > 0 -> {N, V};
          _ -> throw({badarg, headers})

@@ -26,7 +26,9 @@
 
 -define(F, ibkr_fake_server).
 -define(L, ibkr_check_lib).
--define(ACCOUNTS, <<"/portfolio/accounts">>).
+%% Not in the session's default per-endpoint rate limits (/portfolio/accounts is
+%% 1 per 5 s), so requests here go out at once.
+-define(API, <<"/portfolio/U1234567/positions/0">>).
 -define(LST_PATH, <<"/oauth/live_session_token">>).
 %% How long every pending caller may take to be answered after a fault: a
 %% liveness bound, far above what it takes.
@@ -69,12 +71,12 @@ sigkill_mid_request(Config) ->
     {ok, _} = ibkr_oauth:authenticate(S),
     ?assertEqual(1, stat(handshakes)),
     ok = ?F:set_fault({slow, 30000, 5}),
-    Get = fun() -> ibkr_oauth:request(S, get, ?ACCOUNTS, #{timeout => 60000}) end,
+    Get = fun() -> ibkr_oauth:request(S, get, ?API, #{timeout => 60000}) end,
     Post = fun() -> ibkr_oauth:request(S, post, <<"/echo">>,
                                        #{body => <<"{\"order\":1}">>, timeout => 60000})
            end,
     Callers = ?L:spawn_callers([Get, Get, Get, Get, Post]),
-    ok = ?L:wait_until(fun() -> path_count(?ACCOUNTS) =:= 4 andalso path_count(<<"/echo">>) =:= 1 end,
+    ok = ?L:wait_until(fun() -> path_count(?API) =:= 4 andalso path_count(<<"/echo">>) =:= 1 end,
                        10000),
     ?assertMatch(#{in_flight := 5}, ibkr_oauth:stats(S)),
     OsPid = ibkr_oauth:os_pid(S),
@@ -86,7 +88,7 @@ sigkill_mid_request(Config) ->
     ?assertNot(?L:os_alive(OsPid)),
     %% (the new port's init may still be in flight)
     ?assertMatch(#{port_restarts := 1, authenticated := false}, ibkr_oauth:stats(S)),
-    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}),
+    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?API, #{}),
     ?assertEqual(2, stat(handshakes)),
     ?assertEqual(1, path_count(<<"/echo">>)),
     ?assertMatch(#{handshakes := 2, epoch := 2, port_restarts := 1}, ibkr_oauth:stats(S)).
@@ -106,7 +108,7 @@ supervisor_restarts_crashed_session(Config) ->
     ok = ?L:wait_until(fun() -> not ?L:os_alive(OsPid1) end, ?ANSWER_BOUND),
     C2 = Child(),
     ?assertEqual({error, not_authenticated}, ibkr_oauth:live_session_token(C2)),
-    {ok, #{status := 200}} = ibkr_oauth:request(C2, get, ?ACCOUNTS, #{}),
+    {ok, #{status := 200}} = ibkr_oauth:request(C2, get, ?API, #{}),
     ?assertEqual(2, stat(handshakes)),
     OsPid2 = ibkr_oauth:os_pid(C2),
     unlink(Sup),
@@ -150,8 +152,8 @@ peer_killed_session_port_exits(Config) ->
         OsPid = peer:call(Peer, ibkr_oauth, os_pid, [S]),
         ?assert(?L:os_alive(OsPid)),
         ok = ?F:set_fault({slow, 30000, 1}),
-        ok = peer:cast(Peer, ibkr_oauth, request, [S, get, ?ACCOUNTS]),
-        ok = ?L:wait_until(fun() -> path_count(?ACCOUNTS) =:= 1 end, 10000),
+        ok = peer:cast(Peer, ibkr_oauth, request, [S, get, ?API]),
+        ok = ?L:wait_until(fun() -> path_count(?API) =:= 1 end, 10000),
         ok = ?L:kill_os(list_to_integer(PeerOsPid)),
         ok = ?L:wait_until(fun() -> not ?L:os_alive(OsPid) end, 10000)
     after
@@ -183,14 +185,14 @@ handshake_faults_reach_waiting_requests(Config) ->
       fun({Fault, Expected}) ->
               %% a fresh session each time: no LST yet
               {ok, S} = ibkr_oauth:start_link(Client),
-              Get = fun() -> ibkr_oauth:request(S, get, ?ACCOUNTS, #{}) end,
+              Get = fun() -> ibkr_oauth:request(S, get, ?API, #{}) end,
               Lst0 = path_count(?LST_PATH),
-              Api0 = path_count(?ACCOUNTS),
+              Api0 = path_count(?API),
               ok = ?F:set_fault(Fault),
               Results = ?L:collect(?L:spawn_callers(lists:duplicate(5, Get)), 15000),
               [?assert(Expected(R), {Fault, R}) || R <- Results],
               ?assertEqual({Fault, 1}, {Fault, path_count(?LST_PATH) - Lst0}),
-              ?assertEqual({Fault, 0}, {Fault, path_count(?ACCOUNTS) - Api0}),
+              ?assertEqual({Fault, 0}, {Fault, path_count(?API) - Api0}),
               ?assertEqual({error, not_authenticated}, ibkr_oauth:live_session_token(S)),
               ?assertMatch({ok, #{status := 200}}, Get()),
               ?assertMatch(#{port_restarts := 0}, ibkr_oauth:stats(S)),
@@ -211,10 +213,10 @@ retry_after_gap_honoured(Config) ->
     ?assertEqual([429, 200], outcomes(<<"/echo">>)),
     ok = ?F:set_fault({rate_limit, 2, 2}),
     {{ok, #{status := 429, headers := H}}, [Gap2]} =
-        traced_gaps(S, fun() -> ibkr_oauth:request(S, get, ?ACCOUNTS, #{}) end),
+        traced_gaps(S, fun() -> ibkr_oauth:request(S, get, ?API, #{}) end),
     ?assert(Gap2 >= 2000, Gap2),
     ?assertEqual(<<"2">>, proplists:get_value(<<"retry-after">>, H)),
-    ?assertEqual([429, 429], outcomes(?ACCOUNTS)),
+    ?assertEqual([429, 429], outcomes(?API)),
     ?assertEqual(1, stat(handshakes)).
 
 %% The handshake is slower than a request's timeout: that request gets
@@ -223,11 +225,11 @@ retry_after_gap_honoured(Config) ->
 slow_handshake_request_timeout(Config) ->
     S = ?config(session, Config),
     ok = ?F:set_fault({slow, 1500, 1}),
-    ?assertEqual({error, timeout}, ibkr_oauth:request(S, get, ?ACCOUNTS, #{timeout => 300})),
+    ?assertEqual({error, timeout}, ibkr_oauth:request(S, get, ?API, #{timeout => 300})),
     ok = ?L:wait_until(fun() -> maps:get(authenticated, ibkr_oauth:stats(S)) end, 10000),
-    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}),
+    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?API, #{}),
     ?assertEqual(1, stat(handshakes)),
-    ?assertEqual(1, path_count(?ACCOUNTS)).
+    ?assertEqual(1, path_count(?API)).
 
 %% Every request answered 401 (the LST request too): each request/4 costs
 %% one API request and one handshake, then returns the refusal; no loop.
@@ -235,12 +237,12 @@ server_refuses_everything(Config) ->
     S = ?config(session, Config),
     {ok, _} = ibkr_oauth:authenticate(S),
     ok = ?F:set_fault({status, 401, infinity}),
-    [?assertMatch({error, {http, 401, _}}, ibkr_oauth:request(S, get, ?ACCOUNTS, #{}))
+    [?assertMatch({error, {http, 401, _}}, ibkr_oauth:request(S, get, ?API, #{}))
      || _ <- lists:seq(1, 3)],
-    ?assertEqual(3, path_count(?ACCOUNTS)),
+    ?assertEqual(3, path_count(?API)),
     ?assertEqual(1 + 3, path_count(?LST_PATH)),
     ok = ?F:clear_faults(),
-    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}).
+    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?API, #{}).
 
 %% The server's clock is off: within its window (300 s) nothing changes;
 %% beyond it the handshake is refused with IBKR's message, returned in the
@@ -250,7 +252,7 @@ clock_skew(Config) ->
     S = ?config(session, Config),
     ok = ?F:set_fault({skew_s, 200}),
     {ok, _} = ibkr_oauth:authenticate(S),
-    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}),
+    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?API, #{}),
     Cap = ?L:capture_logs(),
     try
         [begin
@@ -258,7 +260,7 @@ clock_skew(Config) ->
              Bad0 = stat(bad_timestamps),
              {error, {http, 401, Why}} = ibkr_oauth:authenticate(S),
              ?assertNotEqual(nomatch, binary:match(Why, <<"timestamp outside the window">>)),
-             {error, {http, 401, Why2}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}),
+             {error, {http, 401, Why2}} = ibkr_oauth:request(S, get, ?API, #{}),
              ?assertNotEqual(nomatch, binary:match(Why2, <<"timestamp outside the window">>)),
              %% authenticate, then the request and its one re-handshake
              ?assertEqual(3, stat(bad_timestamps) - Bad0)
@@ -271,7 +273,7 @@ clock_skew(Config) ->
     end,
     ok = ?F:clear_faults(),
     {ok, _} = ibkr_oauth:authenticate(S),
-    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}).
+    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?API, #{}).
 
 %%% ---------------------------------------------------------------- helpers
 
@@ -281,8 +283,8 @@ one_request_waiting(S) ->
     {ok, _} = ibkr_oauth:authenticate(S),
     OsPid = ibkr_oauth:os_pid(S),
     ok = ?F:set_fault({slow, 30000, 1}),
-    [Caller] = ?L:spawn_callers([fun() -> ibkr_oauth:request(S, get, ?ACCOUNTS, #{}) end]),
-    ok = ?L:wait_until(fun() -> path_count(?ACCOUNTS) =:= 1 end, 10000),
+    [Caller] = ?L:spawn_callers([fun() -> ibkr_oauth:request(S, get, ?API, #{}) end]),
+    ok = ?L:wait_until(fun() -> path_count(?API) =:= 1 end, 10000),
     unlink(S),
     {Caller, OsPid}.
 
