@@ -4,6 +4,7 @@
  */
 #include "oauth.h"
 #include "codec.h"
+#include "dh_prime.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@
 #define QUERY_PARAMS_MAX 256
 #define OAUTH_PARAMS_MAX 6                  /* the oauth_* set plus the DH challenge */
 #define NONCE_LEN 16
+#define RAND_POOL 1024                      /* nonce bytes fetched per RAND_bytes */
 #define LST_RAW_MAX ((OAUTH_LST_B64_MAX / 4) * 3)
 #define SHA1_LEN ((size_t)20)
 #define SHA256_LEN ((size_t)32)
@@ -66,6 +68,12 @@ struct oauth_session {
     EVP_MAC *hmac;
     EVP_MAC_CTX *mac_lst;      /* HMAC-SHA256 keyed with the stored LST */
     EVP_MAC_CTX *mac_tmp;      /* HMAC-SHA256 for an explicit LST */
+
+    /* Random bytes for nonces, drawn RAND_POOL bytes at a time: one
+     * RAND_bytes call costs about as much as the rest of a signature.
+     * Consumed bytes are wiped. */
+    unsigned char rnd[RAND_POOL];
+    size_t rnd_used;           /* sizeof rnd: empty */
 
     /* Reused by oauth_sign so steady-state signing does not allocate. */
     strbuf base, query, hdr;
@@ -373,7 +381,7 @@ static oauth_status session_fill(oauth_session *s, const oauth_config *cfg,
         st = OAUTH_ERR_NOMEM;
         goto out;
     }
-    int prime = BN_check_prime(s->p, s->bn, NULL);
+    int prime = dh_prime_check(s->p, s->bn);
     if (prime < 0) {
         st = crypto_fail();
         goto out;
@@ -424,6 +432,7 @@ oauth_status oauth_session_new(const oauth_config *cfg, oauth_session **out,
     if (s == NULL)
         return OAUTH_ERR_NOMEM;
     s->base = s->query = s->hdr = STRBUF_INIT;
+    s->rnd_used = sizeof s->rnd;
     s->sign_query_params = cfg->sign_query_params != 0;
 
     oauth_status st = session_fill(s, cfg, bad_field);
@@ -441,34 +450,32 @@ oauth_status oauth_session_new(const oauth_config *cfg, oauth_session **out,
 
 /* ---- shared pieces of both signatures ------------------------------------- */
 
-/* Fills nonce[NONCE_LEN+1] with [A-Za-z0-9]; rejection sampling keeps the
- * 62 symbols equally likely (bytes >= 248 = 4*62 are dropped). */
-static oauth_status random_nonce(char *nonce)
+/* Fills nonce[NONCE_LEN+1] with [A-Za-z0-9] from the session's pool;
+ * rejection sampling keeps the 62 symbols equally likely (bytes >= 248 =
+ * 4*62 are dropped). */
+static oauth_status random_nonce(oauth_session *s, char *nonce)
 {
     static const char ALNUM[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    unsigned char rnd[32];
-    size_t have = 0, used = 0;
     for (size_t i = 0; i < NONCE_LEN;) {
-        if (used == have) {
-            if (RAND_bytes(rnd, (int)sizeof rnd) != 1)
+        if (s->rnd_used >= sizeof s->rnd) {
+            if (RAND_bytes(s->rnd, (int)sizeof s->rnd) != 1)
                 return crypto_fail();
-            have = sizeof rnd;
-            used = 0;
+            s->rnd_used = 0;
         }
-        unsigned char b = rnd[used++];
-        if (b < 248)
-            nonce[i++] = ALNUM[b % 62];
+        unsigned char *b = &s->rnd[s->rnd_used++];
+        if (*b < 248)
+            nonce[i++] = ALNUM[*b % 62];
+        *b = 0;
     }
     nonce[NONCE_LEN] = '\0';
-    OPENSSL_cleanse(rnd, sizeof rnd);
     return OAUTH_OK;
 }
 
 /* Resolves the nonce and timestamp pins. nonce_buf has NONCE_LEN+1 bytes
  * and receives a random nonce when none is pinned; ts_buf gets the decimal
  * timestamp. */
-static oauth_status resolve_pins(const oauth_pins *pins, char *nonce_buf,
+static oauth_status resolve_pins(oauth_session *s, const oauth_pins *pins, char *nonce_buf,
                                  const char **nonce, size_t *nonce_len,
                                  char *ts_buf, size_t ts_cap)
 {
@@ -479,7 +486,7 @@ static oauth_status resolve_pins(const oauth_pins *pins, char *nonce_buf,
         *nonce = pins->nonce;
         *nonce_len = n;
     } else {
-        oauth_status st = random_nonce(nonce_buf);
+        oauth_status st = random_nonce(s, nonce_buf);
         if (st != OAUTH_OK)
             return st;
         *nonce = nonce_buf;
@@ -712,7 +719,7 @@ oauth_status oauth_lst_request(oauth_session *s, const char *lst_url,
     char nonce_buf[NONCE_LEN + 1], ts[24];
     const char *nonce;
     size_t nonce_len;
-    oauth_status st = resolve_pins(pins, nonce_buf, &nonce, &nonce_len, ts, sizeof ts);
+    oauth_status st = resolve_pins(s, pins, nonce_buf, &nonce, &nonce_len, ts, sizeof ts);
     if (st != OAUTH_OK)
         return st;
 
@@ -1017,7 +1024,7 @@ oauth_status oauth_sign(oauth_session *s, const char *method, const char *url,
     char nonce_buf[NONCE_LEN + 1], ts[24];
     const char *nonce;
     size_t nonce_len;
-    oauth_status st = resolve_pins(pins, nonce_buf, &nonce, &nonce_len, ts, sizeof ts);
+    oauth_status st = resolve_pins(s, pins, nonce_buf, &nonce, &nonce_len, ts, sizeof ts);
     if (st != OAUTH_OK)
         return st;
 
