@@ -47,7 +47,8 @@ static void request(void)
     g_pending = 1;
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
+/* libFuzzer's fixed signature, hence non-const. */
+int LLVMFuzzerInitialize(int *argc, char ***argv) // NOLINT(readability-non-const-parameter)
 {
     (void)argc;
     (void)argv;

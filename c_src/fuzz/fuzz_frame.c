@@ -307,7 +307,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     return 0;
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
+/* libFuzzer's fixed signature, hence non-const. */
+int LLVMFuzzerInitialize(int *argc, char ***argv) // NOLINT(readability-non-const-parameter)
 {
     (void)argc;
     (void)argv;
@@ -332,31 +333,31 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                           v.realm, v.base_url};
     for (int i = 0; i < 6; i++) {
         r |= ei_x_encode_atom(&x[0], keys[i]);
-        r |= ei_x_encode_binary(&x[0], vals[i], (long)strlen(vals[i]));
+        r |= ei_x_encode_binary(&x[0], vals[i], (int)strlen(vals[i]));
     }
     r |= ei_x_encode_atom(&x[0], "encryption_key") | ei_x_encode_tuple_header(&x[0], 2);
     r |= ei_x_encode_atom(&x[0], "file");
-    r |= ei_x_encode_binary(&x[0], v.enc_path, (long)strlen(v.enc_path));
+    r |= ei_x_encode_binary(&x[0], v.enc_path, (int)strlen(v.enc_path));
     r |= ei_x_encode_atom(&x[0], "signature_key") | ei_x_encode_tuple_header(&x[0], 2);
     r |= ei_x_encode_atom(&x[0], "pem");
-    r |= ei_x_encode_binary(&x[0], v.sig_pem, (long)v.sig_len);
+    r |= ei_x_encode_binary(&x[0], v.sig_pem, (int)v.sig_len);
 
     r |= ei_x_encode_tuple_header(&x[1], 2) | ei_x_encode_ulong(&x[1], 2);
     r |= ei_x_encode_tuple_header(&x[1], 2) | ei_x_encode_atom(&x[1], "lst_request");
     r |= ei_x_encode_map_header(&x[1], 3);
     r |= ei_x_encode_atom(&x[1], "nonce");
-    r |= ei_x_encode_binary(&x[1], v.nonce, (long)strlen(v.nonce));
+    r |= ei_x_encode_binary(&x[1], v.nonce, (int)strlen(v.nonce));
     r |= ei_x_encode_atom(&x[1], "timestamp") | ei_x_encode_longlong(&x[1], v.timestamp);
     r |= ei_x_encode_atom(&x[1], "dh_random");
-    r |= ei_x_encode_binary(&x[1], v.dh_random, (long)strlen(v.dh_random));
+    r |= ei_x_encode_binary(&x[1], v.dh_random, (int)strlen(v.dh_random));
 
     r |= ei_x_encode_tuple_header(&x[2], 2) | ei_x_encode_ulong(&x[2], 3);
     r |= ei_x_encode_tuple_header(&x[2], 2) | ei_x_encode_atom(&x[2], "lst_complete");
     r |= ei_x_encode_map_header(&x[2], 3);
     r |= ei_x_encode_atom(&x[2], "diffie_hellman_response");
-    r |= ei_x_encode_binary(&x[2], v.dh_response, (long)strlen(v.dh_response));
+    r |= ei_x_encode_binary(&x[2], v.dh_response, (int)strlen(v.dh_response));
     r |= ei_x_encode_atom(&x[2], "live_session_token_signature");
-    r |= ei_x_encode_binary(&x[2], v.lst_signature, (long)strlen(v.lst_signature));
+    r |= ei_x_encode_binary(&x[2], v.lst_signature, (int)strlen(v.lst_signature));
     r |= ei_x_encode_atom(&x[2], "live_session_token_expiration");
     r |= ei_x_encode_longlong(&x[2], 4102444800000LL);
     if (r != 0)

@@ -31,10 +31,11 @@ static char *slurp(const char *path, size_t *len)
     FILE *f = fopen(path, "rb");
     if (f == NULL)
         die("cannot open", path);
-    char *buf = malloc(64 * 1024 + 1);
+    const size_t cap = (size_t)64 * 1024;
+    char *buf = malloc(cap + 1);
     if (buf == NULL)
         die("out of memory", path);
-    size_t n = fread(buf, 1, 64 * 1024, f);
+    size_t n = fread(buf, 1, cap, f);
     (void)fclose(f);
     buf[n] = '\0';
     *len = n;

@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "check_fmt.h"
 #include "codec.h"
 
 /* ---- strbuf ---------------------------------------------------------------- */
@@ -54,7 +55,7 @@ static void test_strbuf_growth(void **state)
     assert_int_equal(sb.len, 100000);
     assert_true(sb.cap > sb.len);
     for (int i = 0; i < 100; i++)
-        assert_memory_equal(sb.data + i * 1000, chunk, sizeof chunk);
+        assert_memory_equal(sb.data + (size_t)i * sizeof chunk, chunk, sizeof chunk);
     assert_int_equal(sb.data[sb.len], '\0');
     /* Reserve then no growth. */
     strbuf_reset(&sb);
@@ -253,11 +254,11 @@ static void test_quote_plus(void **state)
         char in = (char)c, want[4];
         if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
             c == '-' || c == '.' || c == '_' || c == '~')
-            snprintf(want, sizeof want, "%c", c);
+            CHECK_FMT(want, sizeof want, "%c", c);
         else if (c == ' ')
-            snprintf(want, sizeof want, "+");
+            CHECK_FMT(want, sizeof want, "+");
         else
-            snprintf(want, sizeof want, "%%%02X", c);
+            CHECK_FMT(want, sizeof want, "%%%02X", c);
         qp(&in, 1, want);
     }
 }

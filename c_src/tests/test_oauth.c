@@ -21,11 +21,31 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 
+#include "check_fmt.h"
 #include "oauth.h"
 
 #define PUBLIC_DIR "test/data/vectors_public"
 #define TESTCONS_DIR "test/data/vectors_testcons"
 #define KEYS_DIR "test/data/keys"
+
+/* Two hex digits (either case) as a byte; anything else fails the test.
+ * Independent of codec.c, which is under test elsewhere. */
+static int hex_nibble(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    fail_msg("not a hex digit: %c", c);
+    return 0;
+}
+
+static unsigned char hex_byte(const char *p)
+{
+    return (unsigned char)(hex_nibble(p[0]) * 16 + hex_nibble(p[1]));
+}
 
 static int isalnum_ascii(unsigned char c)
 {
@@ -58,7 +78,7 @@ static char *slurp(const char *path, size_t *len)
             char *nb = realloc(buf, cap);
             if (nb == NULL) {
                 free(buf);
-                fclose(f);
+                (void)fclose(f);
                 return NULL;
             }
             buf = nb;
@@ -68,7 +88,7 @@ static char *slurp(const char *path, size_t *len)
         if (r < 4096)
             break;
     }
-    fclose(f);
+    (void)fclose(f);
     buf[n] = '\0';
     if (len != NULL)
         *len = n;
@@ -101,13 +121,13 @@ static json_object *jget(json_object *o, const char *key)
 static int load_set(vecset *vs, const char *dir)
 {
     char path[512];
-    snprintf(path, sizeof path, "%s/vectors.json", dir);
+    CHECK_FMT(path, sizeof path, "%s/vectors.json", dir);
     vs->root = json_object_from_file(path);
     if (vs->root == NULL)
         return -1;
-    snprintf(path, sizeof path, "%s/%s", dir, jstr(vs->root, "encryption_key_file"));
+    CHECK_FMT(path, sizeof path, "%s/%s", dir, jstr(vs->root, "encryption_key_file"));
     vs->enc_pem = slurp(path, &vs->enc_len);
-    snprintf(path, sizeof path, "%s/%s", dir, jstr(vs->root, "signature_key_file"));
+    CHECK_FMT(path, sizeof path, "%s/%s", dir, jstr(vs->root, "signature_key_file"));
     vs->sig_pem = slurp(path, &vs->sig_len);
     return vs->enc_pem != NULL && vs->sig_pem != NULL ? 0 : -1;
 }
@@ -141,7 +161,7 @@ static int group_setup(void **state)
 {
     (void)state;
     if (load_set(&g_public, PUBLIC_DIR) != 0 || load_set(&g_testcons, TESTCONS_DIR) != 0) {
-        fprintf(stderr, "cannot load vectors (run from the repository root)\n");
+        (void)fprintf(stderr, "cannot load vectors (run from the repository root)\n");
         return -1;
     }
     oauth_config c = config_of(&g_public);
@@ -170,7 +190,7 @@ static oauth_session *new_session(const oauth_config *c)
     const char *bad = "unset";
     oauth_status st = oauth_session_new(c, &s, &bad);
     if (st != OAUTH_OK)
-        fprintf(stderr, "session_new: %s (%s)\n", oauth_status_atom(st), bad ? bad : "-");
+        (void)fprintf(stderr, "session_new: %s (%s)\n", oauth_status_atom(st), bad ? bad : "-");
     assert_int_equal(st, OAUTH_OK);
     assert_non_null(s);
     return s;
@@ -187,7 +207,7 @@ static json_object *cases_of(const vecset *vs)
 static void hdr_value(const char *auth, const char *key, char *out, size_t cap)
 {
     char pat[64];
-    snprintf(pat, sizeof pat, " %s=\"", key);
+    CHECK_FMT(pat, sizeof pat, " %s=\"", key);
     const char *p = strstr(auth, pat);
     assert_non_null(p);
     p += strlen(pat);
@@ -213,7 +233,7 @@ static void url_encode(char *out, size_t cap, size_t *len, const char *s, int sp
         } else if (c == ' ' && space_plus) {
             strcpy(tmp, "+");
         } else {
-            snprintf(tmp, sizeof tmp, "%%%02X", c);
+            CHECK_FMT(tmp, sizeof tmp, "%%%02X", c);
         }
         size_t n = strlen(tmp);
         assert_true(*len + n < cap);
@@ -361,7 +381,7 @@ static void test_prepend_is_decrypted_secret(void **state)
         assert_int_equal(EVP_PKEY_decrypt(ctx, pt, &ptlen, ct, (size_t)n), 1);
         char hex[2100];
         for (size_t i = 0; i < ptlen; i++)
-            snprintf(hex + 2 * i, 3, "%02x", pt[i]);
+            CHECK_FMT(hex + 2 * i, 3, "%02x", pt[i]);
         json_object *c0 = json_object_array_get_idx(cases_of(vs), 0);
         assert_string_equal(hex, jstr(c0, "prepend"));
         EVP_PKEY_CTX_free(ctx);
@@ -388,13 +408,13 @@ static void test_lst_mismatch_keeps_pending(void **state)
 
     const char *sig = jstr(c, "live_session_token_signature");
     char bad[64];
-    snprintf(bad, sizeof bad, "%s", sig);
+    CHECK_FMT(bad, sizeof bad, "%s", sig);
     bad[7] = bad[7] == '0' ? '1' : '0';
     const char *dh = jstr(c, "diffie_hellman_response");
     assert_int_equal(oauth_lst_complete(s, dh, bad, 1), OAUTH_ERR_LST_MISMATCH);
     assert_int_equal(oauth_lst_complete(s, dh, "", 1), OAUTH_ERR_LST_MISMATCH);
     assert_int_equal(oauth_lst_complete(s, dh, "zz", 1), OAUTH_ERR_LST_MISMATCH);
-    snprintf(bad, sizeof bad, "%s0", sig); /* one digit too many */
+    CHECK_FMT(bad, sizeof bad, "%s0", sig); /* one digit too many */
     assert_int_equal(oauth_lst_complete(s, dh, bad, 1), OAUTH_ERR_LST_MISMATCH);
     assert_int_equal(oauth_has_lst(s), had);
     if (had) {
@@ -405,7 +425,7 @@ static void test_lst_mismatch_keeps_pending(void **state)
 
     /* Upper-case hex is accepted; the pending exponent survived. */
     char upper[64];
-    snprintf(upper, sizeof upper, "%s", sig);
+    CHECK_FMT(upper, sizeof upper, "%s", sig);
     for (char *p = upper; *p; p++)
         if (*p >= 'a' && *p <= 'f')
             *p = (char)(*p - 'a' + 'A');
@@ -454,7 +474,7 @@ static void test_bad_dh_response(void **state)
     assert_int_equal(oauth_lst_complete(s, "2", sig, 1), OAUTH_ERR_LST_MISMATCH);
     /* Leading zeros and upper case in B are fine. */
     char padded[1200];
-    snprintf(padded, sizeof padded, "0000%s", jstr(c, "diffie_hellman_response"));
+    CHECK_FMT(padded, sizeof padded, "0000%s", jstr(c, "diffie_hellman_response"));
     for (char *q = padded; *q; q++)
         if (*q >= 'a' && *q <= 'f')
             *q = (char)(*q - 'a' + 'A');
@@ -530,7 +550,7 @@ static void expect_cfg(const oauth_config *c, oauth_status want, const char *fie
     const char *bad = NULL;
     oauth_status st = oauth_session_new(c, &s, &bad);
     if (st != want || (field && (!bad || strcmp(bad, field) != 0)))
-        fprintf(stderr, "want %s/%s got %s/%s\n", oauth_status_atom(want), field,
+        (void)fprintf(stderr, "want %s/%s got %s/%s\n", oauth_status_atom(want), field,
                 oauth_status_atom(st), bad ? bad : "(null)");
     assert_int_equal(st, want);
     assert_null(s);
@@ -594,7 +614,7 @@ static void test_config_fields(void **state)
     /* Unpadded base64 of the right secret is fine. */
     {
         char nopad[2048];
-        snprintf(nopad, sizeof nopad, "%s", base.access_token_secret);
+        CHECK_FMT(nopad, sizeof nopad, "%s", base.access_token_secret);
         size_t n = strlen(nopad);
         while (n > 0 && nopad[n - 1] == '=')
             nopad[--n] = '\0';
@@ -663,7 +683,7 @@ static void test_config_fields(void **state)
 static void expect_key_file(const char *file, int enc_slot, oauth_status want)
 {
     char path[512];
-    snprintf(path, sizeof path, "%s/%s", KEYS_DIR, file);
+    CHECK_FMT(path, sizeof path, "%s/%s", KEYS_DIR, file);
     size_t len = 0;
     char *pem = slurp(path, &len);
     assert_non_null(pem);
@@ -692,7 +712,7 @@ static void test_key_kinds(void **state)
     /* A public key is not a private key. */
     char path[512];
     size_t len = 0;
-    snprintf(path, sizeof path, "%s/public_signature.pem", PUBLIC_DIR);
+    CHECK_FMT(path, sizeof path, "%s/public_signature.pem", PUBLIC_DIR);
     char *pub = slurp(path, &len);
     oauth_config c = config_of(&g_public);
     c.signature_key_pem = pub;
@@ -766,7 +786,7 @@ static void sign_ok(oauth_session *s, const char *method, const char *url, char 
     oauth_pins pins = {"NONCEnonce123456", 1799860066, NULL};
     oauth_status st = oauth_sign(s, method, url, &pins, LST0, out, OAUTH_AUTH_MAX);
     if (st != OAUTH_OK)
-        fprintf(stderr, "sign %s %s: %s\n", method, url, oauth_status_atom(st));
+        (void)fprintf(stderr, "sign %s %s: %s\n", method, url, oauth_status_atom(st));
     assert_int_equal(st, OAUTH_OK);
 }
 
@@ -782,13 +802,15 @@ static void test_quote(char *out, size_t cap, const char *s)
             t[0] = (char)ch;
             t[1] = '\0';
         } else if (ch == ' ') {
-            strcpy(t, "+");
+            t[0] = '+';
+            t[1] = '\0';
         } else {
-            snprintf(t, sizeof t, "%%%02X", ch);
+            CHECK_FMT(t, sizeof t, "%%%02X", ch);
         }
-        assert_true(n + strlen(t) < cap);
-        strcpy(out + n, t);
-        n += strlen(t);
+        size_t tlen = strlen(t);
+        assert_true(n + tlen < cap);
+        memcpy(out + n, t, tlen + 1);
+        n += tlen;
     }
 }
 
@@ -799,13 +821,13 @@ static void expected_hmac_auth(char *out, size_t cap, const char *method, const 
 {
     char params[4096], base[10400], qurl[2048], qparams[8192];
     /* joined_extra holds the sorted "k=v&" pairs that sort before oauth_*. */
-    snprintf(params, sizeof params,
-             "%soauth_consumer_key=%s&oauth_nonce=NONCEnonce123456&oauth_signature_method=HMAC-SHA256"
-             "&oauth_timestamp=1799860066&oauth_token=%s",
-             joined_extra, jstr(g_public.root, "consumer_key"), jstr(g_public.root, "access_token"));
+    CHECK_FMT(params, sizeof params,
+              "%soauth_consumer_key=%s&oauth_nonce=NONCEnonce123456&oauth_signature_method=HMAC-SHA256"
+              "&oauth_timestamp=1799860066&oauth_token=%s",
+              joined_extra, jstr(g_public.root, "consumer_key"), jstr(g_public.root, "access_token"));
     test_quote(qurl, sizeof qurl, url);
     test_quote(qparams, sizeof qparams, params);
-    snprintf(base, sizeof base, "%s&%s&%s", method, qurl, qparams);
+    CHECK_FMT(base, sizeof base, "%s&%s&%s", method, qurl, qparams);
     unsigned char key[32], mac[32];
     int klen = EVP_DecodeBlock(key, (const unsigned char *)LST0, (int)strlen(LST0)) - 1;
     unsigned int mlen = 0;
@@ -814,11 +836,11 @@ static void expected_hmac_auth(char *out, size_t cap, const char *method, const 
     EVP_EncodeBlock(b64, mac, (int)mlen);
     char qsig[200];
     test_quote(qsig, sizeof qsig, (const char *)b64);
-    snprintf(out, cap,
-             "OAuth realm=\"limited_poa\", oauth_consumer_key=\"%s\", oauth_nonce=\"NONCEnonce123456\", "
-             "oauth_signature=\"%s\", oauth_signature_method=\"HMAC-SHA256\", "
-             "oauth_timestamp=\"1799860066\", oauth_token=\"%s\"",
-             jstr(g_public.root, "consumer_key"), qsig, jstr(g_public.root, "access_token"));
+    CHECK_FMT(out, cap,
+              "OAuth realm=\"limited_poa\", oauth_consumer_key=\"%s\", oauth_nonce=\"NONCEnonce123456\", "
+              "oauth_signature=\"%s\", oauth_signature_method=\"HMAC-SHA256\", "
+              "oauth_timestamp=\"1799860066\", oauth_token=\"%s\"",
+              jstr(g_public.root, "consumer_key"), qsig, jstr(g_public.root, "access_token"));
 }
 
 static void test_query_rules(void **state)
@@ -862,16 +884,16 @@ static void test_query_rules(void **state)
 
     /* Keys after oauth_* sort after them; '=' inside a value stays; %zz literal. */
     sign_ok(g_pub, "GET", "https://api.ibkr.com/v1/api/x?zz=a%3Db=c&%C3%A9=%zz", a);
-    snprintf(want, sizeof want, "%s", ""); /* built below */
+    CHECK_FMT(want, sizeof want, "%s", ""); /* built below */
     {
         char params[4096], base[10400], qurl[2048], qparams[8192];
-        snprintf(params, sizeof params,
-                 "oauth_consumer_key=%s&oauth_nonce=NONCEnonce123456&oauth_signature_method=HMAC-SHA256"
-                 "&oauth_timestamp=1799860066&oauth_token=%s&zz=a=b=c&\xc3\xa9=%%zz",
-                 jstr(g_public.root, "consumer_key"), jstr(g_public.root, "access_token"));
+        CHECK_FMT(params, sizeof params,
+                  "oauth_consumer_key=%s&oauth_nonce=NONCEnonce123456&oauth_signature_method=HMAC-SHA256"
+                  "&oauth_timestamp=1799860066&oauth_token=%s&zz=a=b=c&\xc3\xa9=%%zz",
+                  jstr(g_public.root, "consumer_key"), jstr(g_public.root, "access_token"));
         test_quote(qurl, sizeof qurl, u);
         test_quote(qparams, sizeof qparams, params);
-        snprintf(base, sizeof base, "GET&%s&%s", qurl, qparams);
+        CHECK_FMT(base, sizeof base, "GET&%s&%s", qurl, qparams);
         unsigned char key[32], mac[32], b64[64];
         int klen = EVP_DecodeBlock(key, (const unsigned char *)LST0, (int)strlen(LST0)) - 1;
         unsigned int mlen = 0;
@@ -906,7 +928,7 @@ static void test_query_limits(void **state)
         n += (size_t)snprintf(url + n, cap - n, "k%d=%d&", i, i);
     oauth_pins pins = {"n", 1, NULL};
     assert_int_equal(oauth_sign(g_pub, "GET", url, &pins, LST0, out, sizeof out), OAUTH_OK);
-    snprintf(url + n, cap - n, "one=more");
+    CHECK_FMT(url + n, cap - n, "one=more");
     assert_int_equal(oauth_sign(g_pub, "GET", url, &pins, LST0, out, sizeof out), OAUTH_ERR_TOO_LONG);
     /* ... but only counted when query params are signed. */
     assert_int_equal(oauth_sign(g_none, "GET", url, &pins, LST0, out, sizeof out), OAUTH_OK);
@@ -1015,7 +1037,9 @@ static void test_random_parts(void **state)
     assert_true(is_alnum_str(n2, 16));
     assert_string_not_equal(n1, n2);
     hdr_value(a, "oauth_timestamp", ts, sizeof ts);
-    long long t = atoll(ts);
+    char *end = NULL;
+    long long t = strtoll(ts, &end, 10);
+    assert_true(end != ts && *end == '\0');
     assert_true(t >= (long long)before && t <= (long long)after);
     /* Over many nonces every symbol class shows up. */
     int upper = 0, lower = 0, digit = 0;
@@ -1077,20 +1101,18 @@ static void verify_lst_auth(const char *auth, EVP_PKEY *pub, const char *prepend
     hdr_value(auth, "oauth_nonce", nonce, sizeof nonce);
     hdr_value(auth, "oauth_timestamp", ts, sizeof ts);
     hdr_value(auth, "oauth_signature", sigq, sizeof sigq);
-    snprintf(params, sizeof params,
-             "diffie_hellman_challenge=%s&oauth_consumer_key=%s&oauth_nonce=%s"
-             "&oauth_signature_method=RSA-SHA256&oauth_timestamp=%s&oauth_token=%s",
-             chal, jstr(g_public.root, "consumer_key"), nonce, ts, jstr(g_public.root, "access_token"));
+    CHECK_FMT(params, sizeof params,
+              "diffie_hellman_challenge=%s&oauth_consumer_key=%s&oauth_nonce=%s"
+              "&oauth_signature_method=RSA-SHA256&oauth_timestamp=%s&oauth_token=%s",
+              chal, jstr(g_public.root, "consumer_key"), nonce, ts, jstr(g_public.root, "access_token"));
     test_quote(qurl, sizeof qurl, url);
     test_quote(qparams, sizeof qparams, params);
-    snprintf(base, sizeof base, "%sPOST&%s&%s", prepend, qurl, qparams);
+    CHECK_FMT(base, sizeof base, "%sPOST&%s&%s", prepend, qurl, qparams);
     /* Undo quote_plus on the signature (only %2B %2F %3D occur). */
     size_t o = 0;
     for (const char *p = sigq; *p; p++) {
         if (*p == '%') {
-            unsigned int v = 0;
-            assert_int_equal(sscanf(p + 1, "%2x", &v), 1);
-            sig_b64[o++] = (char)v;
+            sig_b64[o++] = (char)hex_byte(p + 1);
             p += 2;
         } else {
             sig_b64[o++] = *p;
@@ -1118,12 +1140,10 @@ static void test_random_handshakes(void **state)
     unsigned char prepend[512];
     size_t plen = strlen(prepend_hex) / 2;
     for (size_t i = 0; i < plen; i++) {
-        unsigned int v;
-        assert_int_equal(sscanf(prepend_hex + 2 * i, "%2x", &v), 1);
-        prepend[i] = (unsigned char)v;
+        prepend[i] = hex_byte(prepend_hex + 2 * i);
     }
     char path[512];
-    snprintf(path, sizeof path, "%s/public_signature.pem", PUBLIC_DIR);
+    CHECK_FMT(path, sizeof path, "%s/public_signature.pem", PUBLIC_DIR);
     size_t publen = 0;
     char *pubpem = slurp(path, &publen);
     BIO *bio = BIO_new_mem_buf(pubpem, (int)publen);
@@ -1160,8 +1180,8 @@ static void test_random_handshakes(void **state)
         assert_non_null(HMAC(EVP_sha1(), kp, (int)klen, prepend, plen, lst, &len));
         assert_non_null(HMAC(EVP_sha1(), lst, 20, (const unsigned char *)ck, strlen(ck), check, &len));
         char sighex[41];
-        for (int j = 0; j < 20; j++)
-            snprintf(sighex + 2 * j, 3, "%02x", check[j]);
+        for (size_t j = 0; j < 20; j++)
+            CHECK_FMT(sighex + 2 * j, 3, "%02x", check[j]);
         /* BN_bn2hex is upper-case and may keep a leading zero nibble. */
         char *bhex = BN_bn2hex(B);
         assert_int_equal(oauth_lst_complete(s, bhex, sighex, i), OAUTH_OK);
