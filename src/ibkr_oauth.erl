@@ -135,7 +135,8 @@ start_session(Name, Config) ->
 -spec child_spec(config()) -> supervisor:child_spec().
 child_spec(Config) ->
     #{id => ?MODULE,
-      start => {?MODULE, start_link, [Config]},
+      %% sealed: a supervisor report shows the start arguments
+      start => {?MODULE, start_link, [ibkr_oauth_config:seal(Config)]},
       restart => permanent,
       shutdown => 10000,
       type => worker,

@@ -18,7 +18,7 @@
 %% No atom is ever created from the input.
 -module(ibkr_oauth_config).
 
--export([validate/1, to_port/1, redact/1, defaults/0]).
+-export([validate/1, seal/1, to_port/1, redact/1, defaults/0]).
 
 -export_type([validated/0, why/0]).
 
@@ -85,8 +85,24 @@ validate(Config) when is_map(Config) ->
     catch
         throw:{bad_config, _, _} = Bad -> {error, Bad}
     end;
+validate(Sealed) when is_function(Sealed, 0) ->
+    try Sealed() of
+        Config when is_map(Config) -> validate(Config);
+        _ -> {error, {bad_config, config, badarg}}
+    catch
+        _:_ -> {error, {bad_config, config, badarg}}
+    end;
 validate(_) ->
     {error, {bad_config, config, badarg}}.
+
+%% @doc The config inside a closure, as {@link ibkr_oauth:child_spec/1} puts
+%% it in the child's start arguments: supervisor reports print those, and a
+%% closure prints as `#Fun<...>' instead of the keys and the secret.
+%% {@link validate/1} opens it. (Like any fun it refers to this module's
+%% code: after two hot upgrades of this module a restart by the supervisor
+%% fails with `{bad_config, config, badarg}'.)
+-spec seal(term()) -> fun(() -> term()).
+seal(Config) -> fun() -> Config end.
 
 -spec known_keys() -> [atom()].
 known_keys() ->

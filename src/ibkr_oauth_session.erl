@@ -373,7 +373,15 @@ terminate(Reason, St0) ->
             ibkr_oauth_port:close(Port),
             flush_port(Port)
     end,
-    ok.
+    %% Calls still queued may carry an LST (sign/4's `lst'), and a crash
+    %% report lists the mailbox: empty it.
+    drain_mailbox().
+
+-spec drain_mailbox() -> ok.
+drain_mailbox() ->
+    receive _ -> drain_mailbox()
+    after 0 -> ok
+    end.
 
 -spec port_reason(term()) -> boolean().
 port_reason({shutdown, port_restart_limit}) -> true;
