@@ -15,6 +15,19 @@
 %% `tickle_intervall', and silently ignoring it would hide a wrong setting);
 %% keys that are not atoms are ignored (room for callers' own annotations).
 %%
+%% `rate_limit' (see {@link ibkr_oauth_ratelimit}): `none', or a map with
+%% `global' (requests per second for the whole session, or `none') and
+%% `endpoints' (a list of `{Prefix, Limit, PeriodMs}': `Prefix' a binary
+%% path starting with `/', without a query, at most 512 bytes, trailing
+%% slashes dropped; `Limit'
+%% 1..100000; `PeriodMs' 1..4294967295). A missing `global' is 50, missing
+%% `endpoints' are IBKR's documented ones
+%% ({@link ibkr_oauth_ratelimit:ibkr_endpoints/0}); the whole key missing
+%% means both. Errors: `{bad_config, rate_limit, Why}' with `Why' one of
+%% `badarg' (neither `none' nor a map), `unknown_key', `{global, badarg}',
+%% `{endpoints, badarg}' (not a list) or `{endpoint, N, badarg}' (the N-th
+%% rule, from 1).
+%%
 %% No atom is ever created from the input.
 -module(ibkr_oauth_config).
 
@@ -39,12 +52,16 @@
                        brokerage_session := boolean(),
                        tickle_interval := pos_integer() | infinity,
                        refresh_margin := non_neg_integer(),
-                       query_signing := params | none}.
--type why() :: missing | badarg | too_long | unknown_key | bad_url | too_small.
+                       query_signing := params | none,
+                       rate_limit := ibkr_oauth_ratelimit:spec()}.
+-type why() :: missing | badarg | too_long | unknown_key | bad_url | too_small
+             | {global | endpoints, badarg} | {endpoint, pos_integer(), badarg}.
 
 -define(FIELD_MAX, 512).
 %% Longest Erlang timer (ms), about 49 days.
 -define(MAX_TIMER, 4294967295).
+%% Each slot of a rate-limit key costs a few words while it is taken.
+-define(MAX_RATE, 100000).
 -define(REQUIRED, [consumer_key, access_token, access_token_secret, dh_prime,
                    encryption_key, signature_key]).
 -define(PORT_KEYS, [consumer_key, access_token, access_token_secret, dh_prime,
@@ -63,7 +80,8 @@ defaults() ->
       brokerage_session => false,
       tickle_interval => infinity,
       refresh_margin => 300,
-      query_signing => params}.
+      query_signing => params,
+      rate_limit => ibkr_oauth_ratelimit:default_spec()}.
 
 %% @doc Validates a user config and fills in the defaults. The first problem
 %% found is returned as `{error, {bad_config, Field, Why}}'; `Field' is
@@ -108,7 +126,7 @@ seal(Config) -> fun() -> Config end.
 known_keys() ->
     ?REQUIRED ++ [dh_generator, realm, base_url, ca_file, request_timeout,
                   auto_authenticate, brokerage_session, tickle_interval,
-                  refresh_margin, query_signing].
+                  refresh_margin, query_signing, rate_limit].
 
 -spec check_unknown(map()) -> ok.
 check_unknown(Config) ->
@@ -147,7 +165,39 @@ check(refresh_margin, V) when is_integer(V), V >= 0, V =< ?MAX_TIMER div 1000 ->
 check(K, V) when (K =:= auto_authenticate orelse K =:= brokerage_session),
                  is_boolean(V) -> V;
 check(query_signing, V) when V =:= params; V =:= none -> V;
+check(rate_limit, V) -> rate_limit(V);
 check(K, _) -> bad(K, badarg).
+
+-spec rate_limit(term()) -> ibkr_oauth_ratelimit:spec().
+rate_limit(none) -> none;
+rate_limit(V) when is_map(V) ->
+    case [K || K <- maps:keys(V), K =/= global, K =/= endpoints] of
+        [] -> ok;
+        _ -> bad(rate_limit, unknown_key)
+    end,
+    #{global := G0, endpoints := E0} = maps:merge(ibkr_oauth_ratelimit:default_spec(), V),
+    G = case G0 of
+            none -> none;
+            N when is_integer(N), N >= 1, N =< ?MAX_RATE -> N;
+            _ -> bad(rate_limit, {global, badarg})
+        end,
+    Len = try length(E0)
+          catch error:badarg -> bad(rate_limit, {endpoints, badarg})   % not a proper list
+          end,
+    E = [rule(Rule, I) || {Rule, I} <- lists:zip(E0, lists:seq(1, Len))],
+    #{global => G, endpoints => E};
+rate_limit(_) -> bad(rate_limit, badarg).
+
+-spec rule(term(), pos_integer()) -> ibkr_oauth_ratelimit:rule().
+rule({<<"/", _/binary>> = Prefix, Limit, Period}, I)
+  when byte_size(Prefix) =< ?FIELD_MAX, is_integer(Limit), Limit >= 1, Limit =< ?MAX_RATE,
+       is_integer(Period), Period >= 1, Period =< ?MAX_TIMER ->
+    case binary:match(Prefix, [<<"?">>, <<"#">>, <<0>>]) of
+        %% "/fyi/" means "/fyi"; "/" means every path.
+        nomatch -> {strip_slash(Prefix), Limit, Period};
+        _ -> bad(rate_limit, {endpoint, I, badarg})
+    end;
+rule(_, I) -> bad(rate_limit, {endpoint, I, badarg}).
 
 -spec field(atom(), term()) -> binary().
 field(K, V) when is_binary(V), byte_size(V) > ?FIELD_MAX -> bad(K, too_long);

@@ -134,5 +134,31 @@ redact_test() ->
 defaults_are_documented_test() ->
     ?assertEqual(lists:sort([dh_generator, base_url, request_timeout, auto_authenticate,
                              brokerage_session, tickle_interval, refresh_margin,
-                             query_signing]),
+                             query_signing, rate_limit]),
                  lists:sort(maps:keys(ibkr_oauth_config:defaults()))).
+
+rate_limit_test_() ->
+    Ibkr = ibkr_oauth_ratelimit:ibkr_endpoints(),
+    Ok = fun(RL) -> {ok, #{rate_limit := V}} = validate(#{rate_limit => RL}), V end,
+    [?_assertEqual(#{global => 50, endpoints => Ibkr}, maps:get(rate_limit, element(2, validate(#{})))),
+     ?_assertEqual(none, Ok(none)),
+     ?_assertEqual(#{global => 5, endpoints => Ibkr}, Ok(#{global => 5})),
+     ?_assertEqual(#{global => none, endpoints => []}, Ok(#{global => none, endpoints => []})),
+     %% trailing slashes dropped: "/fyi/" means "/fyi", "/" every path
+     ?_assertEqual(#{global => 50, endpoints => [{<<"/fyi">>, 1, 1000}, {<<>>, 3, 10}]},
+                   Ok(#{endpoints => [{<<"/fyi/">>, 1, 1000}, {<<"/">>, 3, 10}]})),
+     bad(rate_limit, badarg, #{rate_limit => 50}),
+     bad(rate_limit, badarg, #{rate_limit => [{global, 50}]}),
+     bad(rate_limit, unknown_key, #{rate_limit => #{globl => 50}}),
+     bad(rate_limit, {global, badarg}, #{rate_limit => #{global => 0}}),
+     bad(rate_limit, {global, badarg}, #{rate_limit => #{global => 100001}}),
+     bad(rate_limit, {global, badarg}, #{rate_limit => #{global => 1.5}}),
+     bad(rate_limit, {endpoints, badarg}, #{rate_limit => #{endpoints => nope}}),
+     bad(rate_limit, {endpoints, badarg}, #{rate_limit => #{endpoints => [{<<"/a">>, 1, 1} | x]}}),
+     bad(rate_limit, {endpoint, 2, badarg},
+         #{rate_limit => #{endpoints => [{<<"/a">>, 1, 1}, {"/b", 1, 1}]}}),
+     bad(rate_limit, {endpoint, 1, badarg}, #{rate_limit => #{endpoints => [{<<"a">>, 1, 1}]}}),
+     bad(rate_limit, {endpoint, 1, badarg}, #{rate_limit => #{endpoints => [{<<"/a?b">>, 1, 1}]}}),
+     bad(rate_limit, {endpoint, 1, badarg}, #{rate_limit => #{endpoints => [{<<"/a">>, 0, 1}]}}),
+     bad(rate_limit, {endpoint, 1, badarg}, #{rate_limit => #{endpoints => [{<<"/a">>, 1, 0}]}}),
+     bad(rate_limit, {endpoint, 1, badarg}, #{rate_limit => #{endpoints => [{<<"/a">>, 1}]}})].

@@ -36,5 +36,9 @@ vector_config(Set, Extra) ->
              realm => maps:get(realm, V),
              base_url => maps:get(base_url, V),
              encryption_key => {pem, Enc},
-             signature_key => {pem, Sig}},
+             signature_key => {pem, Sig},
+             %% The suites hammer endpoints IBKR paces (e.g. 1000 GETs of
+             %% /portfolio/accounts, 1 per 5 s at IBKR): no rate limit here;
+             %% rate_limit_SUITE sets its own.
+             rate_limit => none},
     maps:merge(Base, Extra).
