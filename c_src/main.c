@@ -17,7 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include <curl/curl.h>
 
@@ -51,8 +55,21 @@ static int setup_fd(int fd)
     return 0;
 }
 
+/* The keys, the secret and the LST live in this process's memory: no core
+ * file may hold them, and (Linux) other processes of the same user may not
+ * ptrace it or read /proc/<pid>/mem. Best effort: failures are ignored. */
+static void harden(void)
+{
+    struct rlimit none = {0, 0};
+    (void)setrlimit(RLIMIT_CORE, &none);
+#ifdef __linux__
+    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+#endif
+}
+
 int main(void)
 {
+    harden();
     if (setup_fd(FD_IN) != 0 || setup_fd(FD_OUT) != 0) {
         (void)fprintf(stderr, "ibkr_oauth_port: fds 3 and 4 must be open "
                         "(open_port with nouse_stdio)\n");
