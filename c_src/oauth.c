@@ -5,6 +5,7 @@
 #include "oauth.h"
 #include "codec.h"
 #include "dh_prime.h"
+#include "hmac_sha256.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -65,9 +66,8 @@ struct oauth_session {
     char lst_b64[OAUTH_LST_B64_MAX];
     int64_t lst_expires_ms;
 
-    EVP_MAC *hmac;
-    EVP_MAC_CTX *mac_lst;      /* HMAC-SHA256 keyed with the stored LST */
-    EVP_MAC_CTX *mac_tmp;      /* HMAC-SHA256 for an explicit LST */
+    hmac_sha256_key mac_lst;   /* HMAC-SHA256 keyed with the stored LST */
+    hmac_sha256_key mac_tmp;   /* HMAC-SHA256 for an explicit LST */
 
     /* Random bytes for nonces, drawn RAND_POOL bytes at a time: one
      * RAND_bytes call costs about as much as the rest of a signature.
@@ -275,29 +275,13 @@ void oauth_session_free(oauth_session *s)
     BN_MONT_CTX_free(s->mont);
     BN_CTX_free(s->bn); /* clears its pooled temporaries */
     BN_clear_free(s->pending_a);
-    EVP_MAC_CTX_free(s->mac_lst); /* HMAC contexts wipe their keys */
-    EVP_MAC_CTX_free(s->mac_tmp);
-    EVP_MAC_free(s->hmac);
+    hmac_sha256_wipe(&s->mac_lst);
+    hmac_sha256_wipe(&s->mac_tmp);
     strbuf_free(&s->base);
     strbuf_free(&s->query);
     strbuf_free(&s->hdr);
     OPENSSL_cleanse(s, sizeof *s);
     free(s);
-}
-
-static EVP_MAC_CTX *new_hmac_ctx(EVP_MAC *mac, const char *digest)
-{
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
-    if (ctx == NULL)
-        return NULL;
-    OSSL_PARAM prm[2] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)digest, 0),
-        OSSL_PARAM_construct_end()};
-    if (!EVP_MAC_CTX_set_params(ctx, prm)) {
-        EVP_MAC_CTX_free(ctx);
-        return NULL;
-    }
-    return ctx;
 }
 
 /* The fields of oauth_session_new in the order they are checked; cheap
@@ -403,11 +387,6 @@ static oauth_status session_setup(oauth_session *s)
     if ((s->p_minus_1 = BN_dup(s->p)) == NULL || !BN_sub_word(s->p_minus_1, 1))
         return OAUTH_ERR_NOMEM;
     if ((s->mont = BN_MONT_CTX_new()) == NULL || !BN_MONT_CTX_set(s->mont, s->p, s->bn))
-        return crypto_fail();
-    if ((s->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL)
-        return crypto_fail();
-    if ((s->mac_lst = new_hmac_ctx(s->hmac, "SHA256")) == NULL ||
-        (s->mac_tmp = new_hmac_ctx(s->hmac, "SHA256")) == NULL)
         return crypto_fail();
     if (strbuf_reserve(&s->base, 4096) != 0 || strbuf_reserve(&s->query, 1024) != 0 ||
         strbuf_reserve(&s->hdr, OAUTH_AUTH_MAX) != 0)
@@ -834,7 +813,8 @@ oauth_status oauth_lst_complete(oauth_session *s, const char *dh_response_hex,
     BIGNUM *K = NULL;
     uint8_t *kbytes = NULL, lst[SHA1_LEN], check[SHA1_LEN], want[SHA1_LEN];
     size_t klen = 0, wlen = 0;
-    EVP_MAC_CTX *mac = NULL;
+    hmac_sha256_key mac;
+    memset(&mac, 0, sizeof mac);
     st = OAUTH_ERR_NOMEM;
     if ((K = BN_new()) == NULL)
         goto out;
@@ -860,12 +840,8 @@ oauth_status oauth_lst_complete(oauth_session *s, const char *dh_response_hex,
         goto out;
     }
 
-    /* Key a fresh HMAC context first so a failure leaves the old LST intact. */
-    if ((mac = new_hmac_ctx(s->hmac, "SHA256")) == NULL) {
-        st = crypto_fail();
-        goto out;
-    }
-    if (!EVP_MAC_init(mac, lst, sizeof lst, NULL)) {
+    /* Key a fresh HMAC first so a failure leaves the old LST intact. */
+    if (hmac_sha256_set_key(&mac, lst, sizeof lst) != 0) {
         st = crypto_fail();
         goto out;
     }
@@ -874,9 +850,8 @@ oauth_status oauth_lst_complete(oauth_session *s, const char *dh_response_hex,
         st = OAUTH_ERR_CRYPTO;
         goto out;
     }
-    EVP_MAC_CTX_free(s->mac_lst);
+    hmac_sha256_wipe(&s->mac_lst);
     s->mac_lst = mac;
-    mac = NULL;
     OPENSSL_cleanse(s->lst_b64, sizeof s->lst_b64);
     memcpy(s->lst_b64, b64, sizeof b64);
     OPENSSL_cleanse(b64, sizeof b64);
@@ -886,7 +861,7 @@ oauth_status oauth_lst_complete(oauth_session *s, const char *dh_response_hex,
     s->pending_a = NULL;
     st = OAUTH_OK;
 out:
-    EVP_MAC_CTX_free(mac);
+    hmac_sha256_wipe(&mac);
     BN_free(B);
     BN_clear_free(K);
     if (kbytes != NULL) {
@@ -971,13 +946,11 @@ oauth_status oauth_sign(oauth_session *s, const char *method, const char *url,
         return OAUTH_ERR_BADARG;
 
     /* The key: the stored LST (context already keyed) or an explicit one. */
-    EVP_MAC_CTX *mac;
+    const hmac_sha256_key *mac;
     if (lst_b64 == NULL) {
         if (!s->has_lst)
             return OAUTH_ERR_NOT_AUTHENTICATED;
-        mac = s->mac_lst;
-        if (!EVP_MAC_init(mac, NULL, 0, NULL))
-            return crypto_fail();
+        mac = &s->mac_lst;
     } else {
         size_t n = strnlen(lst_b64, OAUTH_LST_B64_MAX);
         if (n >= OAUTH_LST_B64_MAX)
@@ -988,10 +961,10 @@ oauth_status oauth_sign(oauth_session *s, const char *method, const char *url,
             OPENSSL_cleanse(key, sizeof key);
             return OAUTH_ERR_NOT_BASE64;
         }
-        mac = s->mac_tmp;
-        int ok = EVP_MAC_init(mac, key, klen, NULL);
+        mac = &s->mac_tmp;
+        int r = hmac_sha256_set_key(&s->mac_tmp, key, klen);
         OPENSSL_cleanse(key, sizeof key);
-        if (!ok)
+        if (r != 0)
             return crypto_fail();
     }
 
@@ -1041,9 +1014,8 @@ oauth_status oauth_sign(oauth_session *s, const char *method, const char *url,
         return OAUTH_ERR_NOMEM;
 
     unsigned char digest[SHA256_LEN];
-    size_t dlen = 0;
-    if (!EVP_MAC_update(mac, (const unsigned char *)s->base.data, s->base.len) ||
-        !EVP_MAC_final(mac, digest, &dlen, sizeof digest) || dlen != SHA256_LEN)
+    size_t dlen = SHA256_LEN;
+    if (hmac_sha256(mac, s->base.data, s->base.len, digest) != 0)
         return crypto_fail();
     char sig_b64[64];
     size_t b64len = 0;
