@@ -114,16 +114,25 @@ defmodule IbkrOauthTest do
       assert %{logouts: 1} = :ibkr_fake_server.stats()
     end
 
-    test "a registered session next to another one (own ids)", ctx do
+    test "a registered session next to another one (own ids), secrets sealed in both specs", ctx do
+      %{start: {mod, fun, [sealed]}} = spec = :ibkr_oauth.child_spec(ctx.config)
+
       children = [
-        Supervisor.child_spec({:ibkr_oauth, ctx.config},
-          id: IbkrOauthTest.Trading,
-          start: {:ibkr_oauth, :start_link, [{:local, IbkrOauthTest.Trading}, ctx.config]}
-        ),
+        %{spec | id: IbkrOauthTest.Trading, start: {mod, fun, [{:local, IbkrOauthTest.Trading}, sealed]}},
         Supervisor.child_spec({:ibkr_oauth, Map.put(ctx.config, :brokerage_session, false)}, id: :reporting)
       ]
 
       {:ok, sup} = Supervisor.start_link(children, strategy: :one_for_one)
+
+      # What a supervisor report would print: neither the secret nor a key.
+      {:pem, signature_pem} = ctx.config.signature_key
+
+      for id <- [IbkrOauthTest.Trading, :reporting] do
+        {:ok, child} = :supervisor.get_childspec(sup, id)
+        printed = inspect(child, limit: :infinity, printable_limit: :infinity)
+        refute printed =~ ctx.config.access_token_secret
+        refute printed =~ binary_part(signature_pem, 100, 64)
+      end
       assert {:ok, %{status: 200}} = :ibkr_oauth.request(IbkrOauthTest.Trading, :get, "/iserver/auth/status", %{})
       {:reporting, reporting, :worker, _} = List.keyfind(Supervisor.which_children(sup), :reporting, 0)
       assert reporting != Process.whereis(IbkrOauthTest.Trading)
