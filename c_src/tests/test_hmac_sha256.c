@@ -24,7 +24,7 @@ static void check_hex(const void *key, size_t klen, const void *msg, size_t mlen
     assert_int_equal(hmac_sha256_set_key(&k, key, klen), 0);
     assert_int_equal(hmac_sha256(&k, msg, mlen, out), 0);
     codec_hex_encode(out, sizeof out, hex);
-    hex[2 * HMAC_SHA256_LEN] = '\0';
+    hex[sizeof hex - 1] = '\0';
     assert_string_equal(hex, want);
     /* The key is reusable: the same MAC again. */
     uint8_t again[HMAC_SHA256_LEN];
