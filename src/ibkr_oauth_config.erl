@@ -58,6 +58,10 @@
              | {global | endpoints, badarg} | {endpoint, pos_integer(), badarg}.
 
 -define(FIELD_MAX, 512).
+%% PEM_MAX in c_src/oauth.c; the port's own limits for the secret (4 KiB) and
+%% the prime (16384 bits) are smaller. Checked here too so that a value too
+%% large for a frame is `too_long' rather than the init frame's `too_large'.
+-define(VALUE_MAX, 65536).
 %% Longest Erlang timer (ms), about 49 days.
 -define(MAX_TIMER, 4294967295).
 %% Each slot of a rate-limit key costs a few words while it is taken.
@@ -144,11 +148,13 @@ check(K, V) when K =:= consumer_key; K =:= access_token; K =:= realm ->
     field(K, V);
 check(K, V) when K =:= access_token_secret; K =:= dh_prime ->
     case V of
+        <<_, _/binary>> when byte_size(V) > ?VALUE_MAX -> bad(K, too_long);
         <<_, _/binary>> -> no_nul(K, V);
         _ -> bad(K, badarg)
     end;
 check(K, V) when K =:= encryption_key; K =:= signature_key ->
     case V of
+        {pem, Pem} when byte_size(Pem) > ?VALUE_MAX -> bad(K, too_long);
         {pem, <<_, _/binary>> = Pem} -> {pem, Pem};
         {file, Path} -> {file, path(K, Path)};
         _ -> bad(K, badarg)
