@@ -37,10 +37,11 @@
          live_session_token/1,
          sign/3, sign/4,
          request/3, request/4,
+         websocket_info/1,
          stats/1, os_pid/1]).
 
 -export_type([server/0, key/0, config/0, method/0, pins/0, request_opts/0,
-              sign_opts/0, response/0, stats/0]).
+              sign_opts/0, response/0, stats/0, rate_limit/0, websocket/0]).
 
 -type server() :: pid() | atom() | {via, module(), term()} | {global, term()}.
 -type key() :: {file, file:filename_all()} | {pem, binary()}.
@@ -60,16 +61,26 @@
     brokerage_session   => boolean(),
     tickle_interval     => pos_integer() | infinity,
     refresh_margin      => non_neg_integer(),
-    query_signing       => params | none}.
+    query_signing       => params | none,
+    rate_limit          => rate_limit()}.
+%% `none', or requests per second for the session (`global', default 50)
+%% and per endpoint (`{PathPrefix, Limit, PeriodMs}', default IBKR's table,
+%% see {@link ibkr_oauth_ratelimit}).
+-type rate_limit() :: none | #{global => pos_integer() | none,
+                               endpoints => [{binary(), pos_integer(), pos_integer()}]}.
 -type method() :: get | post | put | delete | patch | head.
 -type pins() :: #{nonce => binary(), timestamp => non_neg_integer(), dh_random => binary()}.
 -type request_opts() :: #{query => [{binary(), binary()}], body => iodata(),
                           headers => [{binary(), binary()}], timeout => timeout()}.
 -type sign_opts() :: #{nonce => binary(), timestamp => non_neg_integer(), lst => binary()}.
--type response() :: #{status := 100..599, headers := [{binary(), binary()}], body := binary()}.
+-type response() :: #{status := 100..599, headers := [{binary(), binary()}], body := binary(),
+                      queued_ms := non_neg_integer()}.
+-type websocket() :: #{url := binary(), session := binary(), cookie := binary(),
+                       headers := [{binary(), binary()}]}.
 -type stats() :: #{requests := non_neg_integer(), handshakes := non_neg_integer(),
                    errors := non_neg_integer(), port_restarts := non_neg_integer(),
                    in_flight := non_neg_integer(), queued := non_neg_integer(),
+                   rate_limited := non_neg_integer(), rate_limit_queued := non_neg_integer(),
                    authenticated := boolean(), handshake_in_flight := boolean(),
                    expires_at := integer() | undefined, epoch := non_neg_integer(),
                    os_pid := non_neg_integer() | undefined}.
@@ -227,7 +238,9 @@ sign(Server, Method, Url) -> sign(Server, Method, Url, #{}).
 %% case); a query in `Url' is signed as IBKR specifies (decoded parameters
 %% in the base string, see `query_signing'). Options: `nonce', `timestamp'
 %% (pins, for tests), `lst' (sign with this LST instead of the session's).
-%% The LST's expiry is not checked.
+%% When the session's own LST has expired the answer is
+%% `{error, lst_expired}' (call {@link authenticate/1}); an LST passed as
+%% `lst' is used as is. Without any LST: `{error, not_authenticated}'.
 -spec sign(server(), method() | binary(), binary(), sign_opts()) ->
     {ok, binary()} | {error, term()}.
 sign(Server, Method, Url, Opts) ->
@@ -266,8 +279,15 @@ request(Server, Method, Path) -> request(Server, Method, Path, #{}).
 %% A `429' with `Retry-After' is retried once if that fits in the timeout.
 %% Transport errors are retried once when the request cannot have reached
 %% the server (`{transport, resolve | connect | tls}'), or for `get'/`head'.
-%% Any complete HTTP exchange is `{ok, #{status, headers, body}}' (header
-%% names lower-case).
+%% Any complete HTTP exchange is `{ok, #{status, headers, body,
+%% queued_ms}}' (header names lower-case; `queued_ms': how long the request
+%% waited for the session's rate limit, all attempts together).
+%%
+%% Rate limit (config `rate_limit'): every request waits, in order, until
+%% the session's global limit (default 50 per second) and its endpoint's
+%% limit (default IBKR's documented table, e.g. `/portfolio/accounts' 1 per
+%% 5 s) have room, so IBKR never sees more than that. Nothing is dropped;
+%% a request whose timeout runs out while it waits gets `{error, timeout}'.
 -spec request(server(), method(), binary(), request_opts()) ->
     {ok, response()} | {error, term()}.
 request(Server, Method, Path, Opts) ->
@@ -359,13 +379,43 @@ body(B) ->
     Bin.
 
 %%====================================================================
+%% Websocket
+%%====================================================================
+
+%% @doc What a websocket client needs to open IBKR's websocket with this
+%% session (bring your own client, e.g. Mint.WebSocket, gun, websocat):
+%% ```
+%% {ok, #{url := Url, headers := Headers}} = ibkr_oauth:websocket_info(S)
+%% '''
+%% `url' is `base_url' with `wss://' (or `ws://') and `/ws?oauth_token='
+%% plus the access token, e.g.
+%% `wss://api.ibkr.com/v1/api/ws?oauth_token=...'; `session' is the
+%% `session' field of a `POST /tickle' answer and `cookie' is
+%% `api=' plus it; `headers' are the `cookie' and a `user-agent' to send
+%% with the upgrade request. IBKR also accepts `{"session":"..."}' as the
+%% first message instead of the cookie. The session reuses a tickle answer
+%% less than a minute old obtained with the current LST, else it sends
+%% `POST /tickle' (authenticating first if needed, as {@link request/4}
+%% does, within the session's `request_timeout'). Keep the HTTP session
+%% alive (`tickle_interval') and send `tic' on the websocket about every
+%% minute; after a new LST, fetch this again and reconnect.
+%% Errors: as {@link request/4}, plus `{http, Status, Body}' when `/tickle'
+%% is refused and `{bad_response, missing_field}' when its answer has no
+%% session.
+-spec websocket_info(server()) -> {ok, websocket()} | {error, term()}.
+websocket_info(Server) ->
+    call(Server, websocket_info, ?BACKSTOP).
+
+%%====================================================================
 %% Introspection
 %%====================================================================
 
 %% @doc Counters and state of the session: `requests' (request/4 calls),
 %% `handshakes' (LSTs obtained), `errors' (error replies), `port_restarts',
 %% `in_flight' (commands at the port), `queued' (requests waiting for a
-%% handshake), `authenticated' (an unexpired LST is held),
+%% handshake), `rate_limited' (requests that had to wait for the rate
+%% limit), `rate_limit_queued' (requests waiting for it now),
+%% `authenticated' (an unexpired LST is held),
 %% `handshake_in_flight', `expires_at' (epoch ms or `undefined'), `epoch'
 %% (number of LSTs so far), `os_pid' (of the port program).
 -spec stats(server()) -> stats() | {error, term()}.

@@ -11,7 +11,7 @@
 %%
 %% <h3>Authentication state machine</h3>
 %% `auth' is `none' (no LST) or `{lst, ExpiresAt, ObtainedAt, Source}';
-%% `handshake' is `undefined' or `{Phase, Id, Origin}' with `Phase' `lst'
+%% `handshake' is `undefined' or `{Phase, Id | queued, Origin}' with `Phase' `lst'
 %% (the port's `authenticate' command is running) or `ssodh' (the brokerage
 %% session is being opened after a new LST). While a handshake is in flight
 %% (single flight), every `request/4' and `authenticate/1' waits for it;
@@ -30,6 +30,28 @@
 %% same spirit `POST /tickle' and the `POST /logout' on stop are only sent by
 %% a session that has done HTTP itself (a port handshake or a `request/4').
 %%
+%% <h3>Rate limiting</h3>
+%% Every HTTP request the session makes (`request/4', handshakes, the
+%% brokerage-session call, tickles, logout) passes through
+%% {@link ibkr_oauth_ratelimit}: it goes out when the global and endpoint
+%% limits have room, else it waits in `rl_queue' (never dropped; a request
+%% keeps its own deadline there). The session's own jobs go first. The queue
+%% is walked in order and a job whose keys have room may pass one that
+%% waits for another endpoint; once the global key is full nobody passes.
+%% A timer fires when the first slot frees up, and every answer from the
+%% port triggers a walk too. Each request's answer carries `queued_ms', the
+%% time it spent in that queue.
+%%
+%% <h3>Logging</h3>
+%% Events carry the metadata `domain => [ibkr_oauth]'. Each finished
+%% request is logged at `debug' (answered) or `info' (an error, in `error'
+%% with binaries replaced by their size) with `event => request', `method',
+%% `path' (without the query), `status' (`undefined' for an error),
+%% `duration_us', `attempt' and `queued_ms'. Warnings: `event => retry'
+%% (a 401 and its new LST, a 429, a transport error), `handshake_failed',
+%% `port_exit'; `info': `handshake' (a new LST). Never logged: headers,
+%% bodies, the query, tokens, keys.
+%%
 %% <h3>Port crashes</h3>
 %% When the port exits, every pending, queued and waiting caller gets
 %% `{error, port_down}' at once, a new port is opened and initialised with
@@ -46,6 +68,8 @@
 -behaviour(gen_server).
 
 -export([start_link/1, start_link/2]).
+
+-include_lib("kernel/include/logger.hrl").
 -export([init_it/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2,
          code_change/3, format_status/1]).
@@ -60,16 +84,26 @@
                  | {lst_complete, from()}
                  | {req, reference()}
                  | handshake | ssodh | tickle | reinit.
+%% What waits in the rate-limit queue.
+-type job() :: {req, reference()} | handshake | ssodh | tickle.
 
 -record(req, {
     from :: from(),
     method :: atom(),
     url :: binary(),
+    path = <<>> :: binary(),                   % relative, without the query
     headers :: [{binary(), binary()}],
     body :: binary(),
-    deadline :: integer() | infinity,          % monotonic ms
+    deadline = infinity :: integer() | infinity,   % monotonic ms
     timer :: reference() | undefined,          % the deadline timer
-    where = none :: none | queued | {port, id()} | {retry, reference()},
+    %% queued: behind a handshake; rl_queued: waiting for the rate limiter
+    where = none :: none | queued | rl_queued | {port, id()} | {retry, reference()},
+    started = 0 :: integer(),                  % monotonic us
+    attempt = 0 :: non_neg_integer(),          % times sent to the port
+    queued_us = 0 :: non_neg_integer(),        % total wait for the rate limiter
+    rl_since = 0 :: integer(),                 % monotonic us, when rl_queued
+    throttled = false :: boolean(),            % counted in rate_limited
+    websocket = false :: boolean(),            % a /tickle for websocket_info
     epoch = 0 :: non_neg_integer(),
     retried_401 = false :: boolean(),
     retried_transport = false :: boolean(),
@@ -91,18 +125,24 @@
     queue = [] :: [reference()],                % newest first
     auth = none :: none | {lst, integer(), integer(), port | user},
     epoch = 0 :: non_neg_integer(),
-    handshake :: undefined | {lst | ssodh, id(), origin()},
+    %% queued: waiting for the rate limiter
+    handshake :: undefined | {lst | ssodh, id() | queued, origin()},
     auth_waiters = [] :: [from()],
     renew_timer :: reference() | undefined,
     backoff = 0 :: non_neg_integer(),
     tickle_timer :: reference() | undefined,
     tickle = #{} :: map(),
+    limiter :: ibkr_oauth_ratelimit:limiter(),
+    rl_queue = queue:new() :: queue:queue(job()),
+    rl_timer :: reference() | undefined,
+    draining = false :: boolean(),
+    slots = #{} :: #{id() => ibkr_oauth_ratelimit:token()},  % taken by in-flight HTTP
     %% The session does its own HTTP (a port handshake or request/4 was
     %% used): only then does it tickle and log out by itself.
     managed = false :: boolean(),
     port_exits = [] :: [integer()],
     counters = #{requests => 0, handshakes => 0, errors => 0,
-                 port_restarts => 0} :: #{atom() => non_neg_integer()}
+                 port_restarts => 0, rate_limited => 0} :: #{atom() => non_neg_integer()}
 }).
 -type state() :: #st{}.
 
@@ -113,7 +153,11 @@
 -define(RESTART_WINDOW, 30000).
 -define(RESTART_MAX, 5).
 -define(BACKOFF_MAX, 60000).
--define(META, #{ibkr_oauth => session}).
+-define(META, #{domain => [ibkr_oauth], ibkr_oauth => session}).
+-define(LST_PATH, <<"/oauth/live_session_token">>).
+-define(SSODH_PATH, <<"/iserver/auth/ssodh/init">>).
+%% A websocket session cookie older than this is refreshed by a /tickle.
+-define(WS_FRESH_MS, 60000).
 
 %%====================================================================
 %% Start
@@ -217,6 +261,7 @@ init_session(V) ->
                               brokerage_session = maps:get(brokerage_session, V),
                               tickle_interval = maps:get(tickle_interval, V),
                               refresh_margin = 1000 * maps:get(refresh_margin, V),
+                              limiter = ibkr_oauth_ratelimit:new(maps:get(rate_limit, V)),
                               next_id = 2},
                     St1 = arm_tickle(St0),
                     case maps:get(auto_authenticate, V) of
@@ -279,29 +324,33 @@ init(_) -> {stop, not_supported}.
 %% @private
 -spec handle_call(term(), from(), state()) ->
     {noreply, state()} | {reply, term(), state()}.
-handle_call({request, Method, PathQuery, Headers, Body, Timeout0}, From, St) ->
-    Timeout = case Timeout0 of
-                  default -> St#st.request_timeout;
-                  _ -> Timeout0
-              end,
-    Ref = make_ref(),
-    {Deadline, Timer} =
-        case Timeout of
-            infinity -> {infinity, undefined};
-            _ -> {now_ms() + Timeout, erlang:send_after(Timeout, self(), {deadline, Ref})}
-        end,
-    Req = #req{from = From, method = Method,
-               url = <<(St#st.base_url)/binary, PathQuery/binary>>,
-               headers = Headers, body = Body, deadline = Deadline, timer = Timer},
-    St1 = bump(requests, St#st{reqs = (St#st.reqs)#{Ref => Req}}),
+handle_call({request, Method, PathQuery, Headers, Body, Timeout}, From, St) ->
+    {Ref, St1} = new_req(#req{from = From, method = Method, url = PathQuery,
+                              headers = Headers, body = Body}, Timeout, St),
     {noreply, dispatch(Ref, St1)};
+handle_call(websocket_info, From, St) ->
+    case websocket_session(St) of
+        {ok, Session} ->
+            {reply, {ok, websocket_info(Session, St)}, St};
+        stale ->
+            %% POST /tickle like request/4 would (handshake, retries, rate
+            %% limit); finish/3 turns its answer into the reply.
+            {Ref, St1} = new_req(#req{from = From, method = post, url = <<"/tickle">>,
+                                      headers = [], body = <<>>, websocket = true},
+                                 default, St),
+            {noreply, dispatch(Ref, St1)}
+    end;
 handle_call(authenticate, From, #st{auth_waiters = W} = St) ->
     {noreply, start_handshake(demand, St#st{auth_waiters = [From | W]})};
 handle_call({lst_complete, Answer}, From, St) ->
     {noreply, port_call({lst_complete, Answer}, {lst_complete, From}, From, St)};
 handle_call({port, Cmd}, From, St) ->
     case pass_through(Cmd) of
-        true -> {noreply, port_call(Cmd, {call, From}, From, St)};
+        true ->
+            case signs_with_expired_lst(Cmd, St) of
+                true -> {reply, {error, lst_expired}, bump(errors, St)};
+                false -> {noreply, port_call(Cmd, {call, From}, From, St)}
+            end;
         false -> {reply, {error, {badarg, command}}, St}
     end;
 handle_call(stats, _From, St) ->
@@ -348,6 +397,8 @@ handle_info(renew, St) ->
     {noreply, St#st{renew_timer = undefined}};
 handle_info(tickle, St) ->
     {noreply, tickle(arm_tickle(St#st{tickle_timer = undefined}))};
+handle_info(rl_tick, St) ->
+    {noreply, drain(St#st{rl_timer = undefined})};
 handle_info({Port, _}, St) when is_port(Port) ->
     {noreply, St};                                % an old port's leftovers
 handle_info({'EXIT', _, _}, St) ->
@@ -421,6 +472,14 @@ pass_through({echo, _}) -> true;
 pass_through(stats) -> true;
 pass_through(_) -> false.
 
+%% The port signs with whatever LST it holds and does not look at its
+%% expiry; an expired one would only earn a 401 later, so say it now. (An
+%% LST given in the options is the caller's business.)
+-spec signs_with_expired_lst(term(), state()) -> boolean().
+signs_with_expired_lst({sign, _, _, Opts}, #st{auth = {lst, E, _, _}}) when is_map(Opts) ->
+    not is_map_key(lst, Opts) andalso erlang:system_time(millisecond) >= E;
+signs_with_expired_lst(_, _) -> false.
+
 %% A pass-through command: the caller is answered when the port replies.
 -spec port_call(term(), pending(), from(), state()) -> state().
 port_call(Cmd, What, From, St) ->
@@ -431,10 +490,20 @@ port_call(Cmd, What, From, St) ->
     end.
 
 -spec port_reply(id(), term(), state()) -> {noreply, state()} | {stop, term(), state()}.
-port_reply(Id, Reply, #st{pending = P} = St) ->
-    case maps:take(Id, P) of
-        {What, P1} -> handle_reply(What, Reply, St#st{pending = P1});
-        error -> {noreply, St}                   % late: cancelled or timed out
+port_reply(Id, Reply, St0) ->
+    #st{pending = P} = St = complete_slot(Id, St0),
+    Result = case maps:take(Id, P) of
+                 {What, P1} -> handle_reply(What, Reply, St#st{pending = P1});
+                 error -> {noreply, St}          % late: cancelled or timed out
+             end,
+    %% A slot may have come free: let waiting requests go.
+    case Result of
+        {noreply, #st{rl_queue = Q} = St1} ->
+            case queue:is_empty(Q) of
+                true -> Result;
+                false -> {noreply, drain(St1)}
+            end;
+        _ -> Result
     end.
 
 -spec handle_reply(pending(), term(), state()) ->
@@ -489,13 +558,14 @@ port_event({protocol_error, Why}) ->
 port_event(Other) ->
     logger:warning("ibkr_oauth_port: unknown event ~p", [scrub(Other)], ?META).
 
+%% Ids of cancelled requests stay in `slots' until the port answers them.
 -spec next_id(state()) -> {id(), state()}.
-next_id(#st{next_id = Id, pending = P} = St) ->
+next_id(#st{next_id = Id, pending = P, slots = Slots} = St) ->
     Next = case Id >= ?MAX_ID of
                true -> 1;
                false -> Id + 1
            end,
-    case is_map_key(Id, P) of
+    case is_map_key(Id, P) orelse is_map_key(Id, Slots) of
         true -> next_id(St#st{next_id = Next});
         false -> {Id, St#st{next_id = Next}}
     end.
@@ -503,6 +573,25 @@ next_id(#st{next_id = Id, pending = P} = St) ->
 %%====================================================================
 %% request/4
 %%====================================================================
+
+%% Registers a request (its deadline timer runs from now).
+-spec new_req(#req{}, timeout() | default, state()) -> {reference(), state()}.
+new_req(#req{url = PathQuery} = R, Timeout0, St) ->
+    Timeout = case Timeout0 of
+                  default -> St#st.request_timeout;
+                  _ -> Timeout0
+              end,
+    Ref = make_ref(),
+    {Deadline, Timer} =
+        case Timeout of
+            infinity -> {infinity, undefined};
+            _ -> {now_ms() + Timeout, erlang:send_after(Timeout, self(), {deadline, Ref})}
+        end,
+    [Path | _] = binary:split(PathQuery, <<"?">>),
+    Req = R#req{url = <<(St#st.base_url)/binary, PathQuery/binary>>, path = Path,
+                deadline = Deadline, timer = Timer,
+                started = erlang:monotonic_time(microsecond)},
+    {Ref, bump(requests, St#st{reqs = (St#st.reqs)#{Ref => Req}})}.
 
 %% Sends the request now, or queues it behind a handshake.
 -spec dispatch(reference(), state()) -> state().
@@ -519,11 +608,19 @@ enqueue(Ref, #st{reqs = Reqs, queue = Q} = St) ->
     #{Ref := R} = Reqs,
     St#st{reqs = Reqs#{Ref := R#req{where = queued}}, queue = [Ref | Q]}.
 
+%% Hands the request to the rate limiter.
 -spec send_req(reference(), state()) -> state().
 send_req(Ref, #st{reqs = Reqs} = St) ->
     #{Ref := R} = Reqs,
+    R1 = R#req{where = rl_queued, rl_since = now_us()},
+    gate({req, Ref}, St#st{reqs = Reqs#{Ref := R1}}).
+
+%% The limiter let the request go: send it, signed with the current LST.
+-spec transmit(reference(), ibkr_oauth_ratelimit:token(), state()) -> state().
+transmit(Ref, Token, #st{reqs = Reqs} = St) ->
+    #{Ref := R} = Reqs,
     case remaining(R#req.deadline) of
-        Left when Left =< 0 -> finish(Ref, {error, timeout}, St);
+        Left when Left =< 0 -> finish(Ref, {error, timeout}, release_token(Token, St));
         Left ->
             Http = #{method => method_bin(R#req.method),
                      url => R#req.url,
@@ -537,10 +634,12 @@ send_req(Ref, #st{reqs = Reqs} = St) ->
             {Id, St1} = next_id(St),
             case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
                 ok ->
-                    R1 = R#req{where = {port, Id}, epoch = St1#st.epoch},
+                    R1 = R#req{where = {port, Id}, epoch = St1#st.epoch,
+                               attempt = R#req.attempt + 1},
                     St1#st{pending = (St1#st.pending)#{Id => {req, Ref}}, managed = true,
+                           slots = (St1#st.slots)#{Id => Token},
                            reqs = Reqs#{Ref := R1}};
-                {error, _} = E -> finish(Ref, E, St1)
+                {error, _} = E -> finish(Ref, E, release_token(Token, St1))
             end
     end.
 
@@ -555,13 +654,16 @@ req_reply(Ref, Reply, #st{reqs = Reqs} = St) ->
 
 -spec req_reply(reference(), #req{}, term(), state()) -> state().
 req_reply(Ref, #req{retried_401 = false} = R, {ok, #{status := 401}}, St) ->
+    retry_warning(R, "answered 401: new live session token, one retry", #{status => 401}),
     retry_auth(Ref, R, St);
 req_reply(Ref, #req{retried_401 = false} = R, {error, not_authenticated}, St) ->
+    retry_warning(R, "found no live session token in the port: new one, one retry", #{}),
     retry_auth(Ref, R, St);
 req_reply(Ref, #req{retried_429 = false} = R, {ok, #{status := 429, headers := H}} = Reply, St) ->
     Left = remaining(R#req.deadline),
     case retry_after(H) of
         {ok, Ms} when Left =:= infinity; Ms < Left ->
+            retry_warning(R, io_lib:format("answered 429: retry in ~b ms", [Ms]), #{status => 429}),
             TRef = erlang:send_after(Ms, self(), {retry, Ref}),
             R1 = R#req{where = {retry, TRef}, retried_429 = true},
             St#st{reqs = (St#st.reqs)#{Ref := R1}};
@@ -570,6 +672,7 @@ req_reply(Ref, #req{retried_429 = false} = R, {ok, #{status := 429, headers := H
 req_reply(Ref, #req{retried_transport = false, method = M} = R, {error, {transport, K}} = Reply, St) ->
     case lists:member(K, [resolve, connect, tls]) orelse M =:= get orelse M =:= head of
         true ->
+            retry_warning(R, io_lib:format("failed (transport ~p): one retry", [K]), #{}),
             R1 = R#req{retried_transport = true},
             dispatch(Ref, St#st{reqs = (St#st.reqs)#{Ref := R1}});
         false -> finish(Ref, Reply, St)
@@ -580,6 +683,11 @@ req_reply(Ref, _R, {error, _} = Reply, St) ->
     finish(Ref, Reply, St);
 req_reply(Ref, _R, _Other, St) ->
     finish(Ref, {error, bad_reply}, St).
+
+-spec retry_warning(#req{}, iodata(), map()) -> ok.
+retry_warning(R, What, Meta) ->
+    ?LOG_WARNING("ibkr_oauth: ~s ~ts ~ts", [method_bin(R#req.method), R#req.path, What],
+                 maps:merge(req_meta(R), Meta#{event => retry})).
 
 %% A 401 (or a port without an LST): one fresh LST and one retry. Signed with
 %% the current LST: start a handshake (or join the one in flight); signed
@@ -605,6 +713,8 @@ retry_after(Headers) ->
         _ -> error
     end.
 
+%% The request's deadline passed. If it is at the port, the port is told to
+%% cancel; its slot in the limiter is freed when the port answers that id.
 -spec deadline(reference(), state()) -> state().
 deadline(Ref, #st{reqs = Reqs, pending = P} = St) ->
     case Reqs of
@@ -618,20 +728,56 @@ deadline(Ref, #st{reqs = Reqs, pending = P} = St) ->
         _ -> St
     end.
 
-%% Answers a request's caller and forgets the request.
+%% Answers a request's caller and forgets the request (a queue entry left
+%% behind is skipped later).
 -spec finish(reference(), term(), state()) -> state().
-finish(Ref, Reply, #st{reqs = Reqs} = St) ->
+finish(Ref, Reply0, #st{reqs = Reqs} = St0) ->
     case maps:take(Ref, Reqs) of
-        {#req{from = From, timer = T, where = Where}, Reqs1} ->
+        {#req{from = From, timer = T, where = Where} = R1, Reqs1} ->
             cancel_timer(T),
-            case Where of
-                {retry, TRef} -> cancel_timer(TRef);
-                _ -> ok
-            end,
+            R = case Where of
+                    {retry, TRef} -> cancel_timer(TRef), R1;
+                    %% It ends while waiting for the limiter.
+                    rl_queued -> R1#req{queued_us = R1#req.queued_us + (now_us() - R1#req.rl_since)};
+                    _ -> R1
+                end,
+            St = case R#req.path of
+                     <<"/tickle">> -> keep_tickle(Reply0, St0);
+                     _ -> St0
+                 end,
+            Reply = case {R#req.websocket, Reply0} of
+                        {false, {ok, #{} = Resp}} -> {ok, Resp#{queued_ms => queued_ms(R)}};
+                        {false, _} -> Reply0;
+                        {true, _} -> websocket_reply(Reply0, St)
+                    end,
+            log_request(R, Reply0),
             gen_server:reply(From, Reply),
             count_reply(Reply, St#st{reqs = Reqs1});
-        error -> St
+        error -> St0
     end.
+
+%% One event per request: debug when answered, info when it failed.
+-spec log_request(#req{}, {ok, #{status := integer(), _ => _}} | {error, term()}) -> ok.
+log_request(R, Reply) ->
+    Meta0 = (req_meta(R))#{event => request,
+                           duration_us => erlang:monotonic_time(microsecond) - R#req.started},
+    M = method_bin(R#req.method),
+    case Reply of
+        {ok, #{status := S}} ->
+            ?LOG_DEBUG("ibkr_oauth: ~s ~ts ~b", [M, R#req.path, S], Meta0#{status => S});
+        {error, Why} ->
+            Short = scrub(Why),
+            ?LOG_INFO("ibkr_oauth: ~s ~ts failed: ~0p", [M, R#req.path, Short],
+                      Meta0#{status => undefined, error => Short})
+    end.
+
+-spec req_meta(#req{}) -> map().
+req_meta(R) ->
+    ?META#{ibkr_oauth => request, method => R#req.method, path => R#req.path,
+           attempt => R#req.attempt, queued_ms => queued_ms(R)}.
+
+-spec queued_ms(#req{}) -> non_neg_integer().
+queued_ms(#req{queued_us = Us}) -> Us div 1000.
 
 -spec remaining(integer() | infinity) -> integer() | infinity.
 remaining(infinity) -> infinity;
@@ -646,6 +792,175 @@ method_bin(patch) -> <<"PATCH">>;
 method_bin(head) -> <<"HEAD">>.
 
 %%====================================================================
+%% Rate limiting
+%%====================================================================
+
+%% Queues a job for the rate limiter (the session's own jobs in front:
+%% requests wait for a handshake anyway) and sends what may go now.
+-spec gate(job(), state()) -> state().
+gate(Job, #st{rl_queue = Q} = St) ->
+    Q1 = case Job of
+             {req, _} -> queue:in(Job, Q);
+             _ -> queue:in_r(Job, Q)
+         end,
+    case St#st.draining of
+        true -> St#st{rl_queue = Q1};           % the walk in progress sees it
+        false ->
+            St1 = drain(St#st{rl_queue = Q1}),
+            case Job of
+                {req, Ref} -> throttled(Ref, St1);
+                _ -> St1
+            end
+    end.
+
+%% Sends every queued job the limiter admits, in queue order, and arms a
+%% timer for the moment the first blocked key frees up.
+-spec drain(state()) -> state().
+drain(St0) ->
+    cancel_timer(St0#st.rl_timer),
+    {Wait, St} = drain_pass(St0#st{rl_timer = undefined, draining = true}),
+    Timer = case queue:is_empty(St#st.rl_queue) orelse Wait =:= infinity of
+                true -> undefined;               % an answer will call drain/1
+                false -> erlang:send_after(Wait, self(), rl_tick)
+            end,
+    St#st{draining = false, rl_timer = Timer}.
+
+%% Jobs that run may queue new ones (a request that finds no LST queues a
+%% handshake): those are merged in and the walk repeats.
+-spec drain_pass(state()) -> {non_neg_integer() | infinity, state()}.
+drain_pass(#st{rl_queue = Q} = St) ->
+    {Kept, Wait, St1} = walk(queue:to_list(Q), [], #{}, infinity, now_ms(),
+                             St#st{rl_queue = queue:new()}),
+    case queue:to_list(St1#st.rl_queue) of
+        [] -> {Wait, St1#st{rl_queue = queue:from_list(Kept)}};
+        New ->
+            {Reqs, Own} = lists:partition(fun({req, _}) -> true; (_) -> false end, New),
+            drain_pass(St1#st{rl_queue = queue:from_list(Own ++ Kept ++ Reqs)})
+    end.
+
+-spec walk([job()], [job()], #{ibkr_oauth_ratelimit:key() => true},
+           non_neg_integer() | infinity, integer(), state()) ->
+    {[job()], non_neg_integer() | infinity, state()}.
+walk([], Kept, _Blocked, Wait, _Now, St) ->
+    {lists:reverse(Kept), Wait, St};
+walk([Job | Rest], Kept, Blocked, Wait, Now, St) ->
+    case job_path(Job, St) of
+        gone -> walk(Rest, Kept, Blocked, Wait, Now, St);
+        Path ->
+            Keys = ibkr_oauth_ratelimit:keys(Path, St#st.limiter),
+            case [K || K <- Keys, is_map_key(K, Blocked)] of
+                [_ | _] -> walk(Rest, [Job | Kept], Blocked, Wait, Now, St);
+                [] ->
+                    case ibkr_oauth_ratelimit:acquire(Keys, Now, St#st.limiter) of
+                        {ok, Token, L} ->
+                            St1 = run_job(Job, Token, St#st{limiter = L}),
+                            walk(Rest, Kept, Blocked, Wait, Now, St1);
+                        {wait, Full} ->
+                            Blocked1 = maps:merge(Blocked, maps:from_list([{K, true} || {K, _} <- Full])),
+                            Wait1 = lists:min([Wait | [W || {_, W} <- Full]]),
+                            case is_map_key(global, Blocked1) of
+                                %% Every job needs the global key: stop here.
+                                true -> {lists:reverse(Kept, [Job | Rest]), Wait1, St};
+                                false -> walk(Rest, [Job | Kept], Blocked1, Wait1, Now, St)
+                            end
+                    end
+            end
+    end.
+
+%% The path a queued job counts against, or `gone' when it no longer waits
+%% (a request that timed out, a handshake that was reset).
+-spec job_path(job(), state()) -> binary() | gone.
+job_path({req, Ref}, #st{reqs = Reqs}) ->
+    case Reqs of
+        #{Ref := #req{where = rl_queued, path = P}} -> P;
+        _ -> gone
+    end;
+job_path(handshake, #st{handshake = {lst, queued, _}}) -> ?LST_PATH;
+job_path(ssodh, #st{handshake = {ssodh, queued, _}}) -> ?SSODH_PATH;
+job_path(tickle, _) -> <<"/tickle">>;
+job_path(_, _) -> gone.
+
+%% A request the limiter did not let go at once is counted in
+%% `rate_limited' (once, retries included).
+-spec throttled(reference(), state()) -> state().
+throttled(Ref, #st{reqs = Reqs} = St) ->
+    case Reqs of
+        #{Ref := #req{where = rl_queued, throttled = false} = R} ->
+            bump(rate_limited, St#st{reqs = Reqs#{Ref := R#req{throttled = true}}});
+        _ -> St
+    end.
+
+-spec run_job(job(), ibkr_oauth_ratelimit:token(), state()) -> state().
+run_job({req, Ref}, Token, #st{reqs = Reqs} = St) ->
+    #{Ref := R} = Reqs,
+    Waited = max(0, now_us() - R#req.rl_since),
+    St1 = St#st{reqs = Reqs#{Ref := R#req{where = none,
+                                         queued_us = R#req.queued_us + Waited}}},
+    case St1#st.handshake =:= undefined andalso usable(St1) of
+        true -> transmit(Ref, Token, St1);
+        %% The LST went stale while it waited: behind a handshake it goes.
+        false -> dispatch(Ref, release_token(Token, St1))
+    end;
+run_job(handshake, Token, St) -> send_handshake(Token, St);
+run_job(ssodh, Token, St) -> send_ssodh(Token, St);
+run_job(tickle, Token, St) -> send_tickle(Token, St).
+
+%% A token that was not used after all.
+-spec release_token(ibkr_oauth_ratelimit:token(), state()) -> state().
+release_token(Token, #st{limiter = L} = St) ->
+    St#st{limiter = ibkr_oauth_ratelimit:release(Token, L)}.
+
+%% The port answered `Id' (or never will): its slots count from now.
+-spec complete_slot(id(), state()) -> state().
+complete_slot(Id, #st{slots = Slots, limiter = L} = St) ->
+    case maps:take(Id, Slots) of
+        {Token, Slots1} ->
+            St#st{slots = Slots1, limiter = ibkr_oauth_ratelimit:complete(Token, now_ms(), L)};
+        error -> St
+    end.
+
+%%====================================================================
+%% Websocket
+%%====================================================================
+
+%% The `session' of a recent /tickle answer obtained with the current LST.
+-spec websocket_session(state()) -> {ok, binary()} | stale.
+websocket_session(#st{tickle = #{at := At, epoch := Ep} = T, epoch = Ep} = St) ->
+    Fresh = erlang:system_time(millisecond) - At < ?WS_FRESH_MS andalso has_live_lst(St),
+    case {Fresh, T} of
+        {true, #{session := S}} -> {ok, S};
+        {true, #{cookie := C}} -> {ok, C};
+        _ -> stale
+    end;
+websocket_session(_) -> stale.
+
+%% What IBKR's websocket needs with OAuth: the access token in the URL and
+%% the /tickle session as the `api' cookie.
+-spec websocket_info(binary(), state()) -> map().
+websocket_info(Session, #st{base_url = Base, secrets = Secrets}) ->
+    WsBase = case Base of
+                 <<"https://", Rest/binary>> -> <<"wss://", Rest/binary>>;
+                 <<"http://", Rest/binary>> -> <<"ws://", Rest/binary>>
+             end,
+    Query = uri_string:compose_query([{<<"oauth_token">>, maps:get(access_token, Secrets())}]),
+    Cookie = <<"api=", Session/binary>>,
+    #{url => iolist_to_binary([WsBase, <<"/ws?">>, Query]),
+      session => Session,
+      cookie => Cookie,
+      headers => [{<<"cookie">>, Cookie}, {<<"user-agent">>, <<"ibkr_oauth">>}]}.
+
+%% The answer to websocket_info/1 once its /tickle is back.
+-spec websocket_reply(term(), state()) -> {ok, map()} | {error, term()}.
+websocket_reply({ok, #{status := 200}}, St) ->
+    case websocket_session(St) of
+        {ok, Session} -> {ok, websocket_info(Session, St)};
+        stale -> {error, {bad_response, missing_field}}
+    end;
+websocket_reply({ok, #{status := S, body := B}}, _St) -> {error, {http, S, B}};
+websocket_reply({error, _} = E, _St) -> E;
+websocket_reply(_, _St) -> {error, bad_reply}.
+
+%%====================================================================
 %% Handshakes (single flight)
 %%====================================================================
 
@@ -653,16 +968,24 @@ method_bin(head) -> <<"HEAD">>.
 start_handshake(_Origin, #st{handshake = {_, _, _}} = St) ->
     St;
 start_handshake(Origin, St) ->
+    gate(handshake, St#st{handshake = {lst, queued, Origin}}).
+
+%% The limiter let the LST request go.
+-spec send_handshake(ibkr_oauth_ratelimit:token(), state()) -> state().
+send_handshake(Token, #st{handshake = {lst, queued, Origin}} = St) ->
     {Id, St1} = next_id(St),
     Cmd = {authenticate, #{timeout => handshake_timeout(St)}},
     case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
         ok ->
             St1#st{handshake = {lst, Id, Origin}, managed = true,
-                   pending = (St1#st.pending)#{Id => handshake}};
+                   pending = (St1#st.pending)#{Id => handshake},
+                   slots = (St1#st.slots)#{Id => Token}};
         {error, _} = E ->
             %% The port is gone; its exit message fails everybody shortly.
-            release_error(E, Origin, St1)
-    end.
+            release_error(E, Origin, release_token(Token, St1))
+    end;
+send_handshake(Token, St) ->
+    release_token(Token, St).
 
 -spec handshake_timeout(state()) -> pos_integer().
 handshake_timeout(#st{request_timeout = infinity}) -> 60000;
@@ -671,6 +994,8 @@ handshake_timeout(#st{request_timeout = T}) -> T.
 -spec handshake_done(term(), state()) -> state().
 handshake_done({ok, #{expires_at := E}}, #st{handshake = {lst, _, Origin}} = St)
   when is_integer(E) ->
+    ?LOG_INFO("ibkr_oauth: new live session token (~p), expires at ~b", [Origin, E],
+              ?META#{event => handshake, origin => Origin, expires_at => E}),
     St1 = new_lst(E, port, St#st{backoff = 0}),
     case St1#st.brokerage_session of
         true -> open_brokerage(Origin, St1);
@@ -681,17 +1006,22 @@ handshake_done(Reply, #st{handshake = {lst, _, Origin}} = St) ->
                 {error, _} -> Reply;
                 _ -> {error, bad_reply}
             end,
-    logger:warning("ibkr_oauth: live session token handshake failed: ~p",
-                   [scrub_error(Error)], ?META),
+    %% IBKR's error text (the start of it) says why, e.g. a clock skew.
+    ?LOG_WARNING("ibkr_oauth: live session token handshake failed: ~0p",
+                 [scrub_error(Error)], ?META#{event => handshake_failed, origin => Origin}),
     release_error(Error, Origin, St);
 handshake_done(_Reply, St) ->
     St.
 
 -spec open_brokerage(origin(), state()) -> state().
 open_brokerage(Origin, St) ->
+    gate(ssodh, St#st{handshake = {ssodh, queued, Origin}}).
+
+-spec send_ssodh(ibkr_oauth_ratelimit:token(), state()) -> state().
+send_ssodh(Token, #st{handshake = {ssodh, queued, Origin}} = St) ->
     {Id, St1} = next_id(St),
     Cmd = {http, #{method => <<"POST">>,
-                   url => <<(St#st.base_url)/binary, "/iserver/auth/ssodh/init">>,
+                   url => <<(St#st.base_url)/binary, ?SSODH_PATH/binary>>,
                    headers => [{<<"content-type">>, <<"application/json">>}],
                    body => <<"{\"publish\":true,\"compete\":true}">>,
                    timeout => handshake_timeout(St),
@@ -699,9 +1029,12 @@ open_brokerage(Origin, St) ->
     case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
         ok ->
             St1#st{handshake = {ssodh, Id, Origin},
-                   pending = (St1#st.pending)#{Id => ssodh}};
-        {error, _} -> release(St1)
-    end.
+                   pending = (St1#st.pending)#{Id => ssodh},
+                   slots = (St1#st.slots)#{Id => Token}};
+        {error, _} -> release(release_token(Token, St1))
+    end;
+send_ssodh(Token, St) ->
+    release_token(Token, St).
 
 %% The handshake succeeded: answer authenticate/1 callers, send the queue.
 -spec release(state()) -> state().
@@ -777,9 +1110,23 @@ arm_tickle(#st{tickle_interval = infinity} = St) -> St;
 arm_tickle(#st{tickle_interval = I} = St) ->
     St#st{tickle_timer = erlang:send_after(I, self(), tickle)}.
 
+%% The timer's tickle waits for the rate limiter like everything else (one
+%% at a time).
 -spec tickle(state()) -> state().
 tickle(#st{handshake = undefined} = St) ->
-    case St#st.managed andalso usable(St) of
+    case tickle_wanted(St) andalso not queue:member(tickle, St#st.rl_queue) of
+        true -> gate(tickle, St);
+        false -> St
+    end;
+tickle(St) -> St.
+
+-spec tickle_wanted(state()) -> boolean().
+tickle_wanted(St) ->
+    St#st.handshake =:= undefined andalso St#st.managed andalso usable(St).
+
+-spec send_tickle(ibkr_oauth_ratelimit:token(), state()) -> state().
+send_tickle(Token, St) ->
+    case tickle_wanted(St) of
         true ->
             {Id, St1} = next_id(St),
             Timeout = case St#st.tickle_interval of
@@ -791,16 +1138,18 @@ tickle(#st{handshake = undefined} = St) ->
                            headers => [], body => <<>>, timeout => Timeout,
                            sign => true}},
             case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
-                ok -> St1#st{pending = (St1#st.pending)#{Id => tickle}};
-                {error, _} -> St1
+                ok -> St1#st{pending = (St1#st.pending)#{Id => tickle},
+                             slots = (St1#st.slots)#{Id => Token}};
+                {error, _} -> release_token(Token, St1)
             end;
-        false -> St
-    end;
-tickle(St) -> St.
+        false -> release_token(Token, St)
+    end.
 
-%% Keeps what the websocket needs: the `api' cookie and the JSON `session'.
--spec tickle_done(term(), state()) -> state().
-tickle_done({ok, #{status := 200, headers := H, body := Body}}, St) ->
+%% Keeps what the websocket needs from a /tickle answer (the session's own or
+%% a caller's): the JSON `session' and the `api' cookie, with the epoch of
+%% the LST it was obtained with.
+-spec keep_tickle(term(), state()) -> state().
+keep_tickle({ok, #{status := 200, headers := H, body := Body}}, St) ->
     Cookies = [C || {N, V} <- H, N =:= <<"set-cookie">>,
                     {match, [C]} <- [re:run(V, <<"^\\s*api=([^;]*)">>,
                                             [{capture, all_but_first, binary}])]],
@@ -813,8 +1162,13 @@ tickle_done({ok, #{status := 200, headers := H, body := Body}}, St) ->
                  [C | _] -> #{cookie => C};
                  [] -> #{}
              end,
-    St#st{tickle = maps:merge(St#st.tickle,
-                              maps:merge(Cookie, Session#{at => erlang:system_time(millisecond)}))};
+    St#st{tickle = maps:merge(Cookie, Session#{at => erlang:system_time(millisecond),
+                                               epoch => St#st.epoch})};
+keep_tickle(_, St) -> St.
+
+-spec tickle_done(term(), state()) -> state().
+tickle_done({ok, #{status := 200}} = Reply, St) ->
+    keep_tickle(Reply, St);
 tickle_done({ok, #{status := 401}}, St) ->
     logger:notice("ibkr_oauth: POST /tickle answered 401, renewing the LST", [], ?META),
     start_handshake(renew, St);
@@ -825,17 +1179,31 @@ tickle_done(Other, St) ->
     logger:warning("ibkr_oauth: POST /tickle failed: ~p", [scrub_error(Other)], ?META),
     St.
 
-%% Synchronous, bounded: only from terminate/2.
+%% Synchronous, bounded: only from terminate/2 (after fail_all/2, so nothing
+%% is in flight). The rate limit holds here too: a short wait for a slot, or
+%% no logout when the wait would be longer than the logout itself may take.
 -spec logout(state()) -> ok.
-logout(#st{port = Port} = St) ->
-    {Id, _} = next_id(St),
-    Cmd = {http, #{method => <<"POST">>,
-                   url => <<(St#st.base_url)/binary, "/logout">>,
-                   headers => [], body => <<>>, timeout => ?LOGOUT_TIMEOUT,
-                   sign => true}},
-    case ibkr_oauth_port:send(Port, Id, Cmd) of
-        ok -> await_logout(Port, Id, now_ms() + ?LOGOUT_TIMEOUT + 500);
-        {error, _} -> ok
+logout(#st{port = Port, limiter = L} = St) ->
+    Keys = ibkr_oauth_ratelimit:keys(<<"/logout">>, L),
+    Wait = case ibkr_oauth_ratelimit:acquire(Keys, now_ms(), L) of
+               {ok, _, _} -> 0;
+               {wait, Full} -> lists:max([W || {_, W} <- Full])
+           end,
+    case Wait =< ?LOGOUT_TIMEOUT of
+        true ->
+            timer:sleep(Wait),
+            {Id, _} = next_id(St),
+            Cmd = {http, #{method => <<"POST">>,
+                           url => <<(St#st.base_url)/binary, "/logout">>,
+                           headers => [], body => <<>>, timeout => ?LOGOUT_TIMEOUT,
+                           sign => true}},
+            case ibkr_oauth_port:send(Port, Id, Cmd) of
+                ok -> await_logout(Port, Id, now_ms() + ?LOGOUT_TIMEOUT + 500);
+                {error, _} -> ok
+            end;
+        false ->
+            logger:notice("ibkr_oauth: no POST /logout: the rate limit allows none for ~p ms",
+                          [Wait], ?META)
     end.
 
 -spec await_logout(port(), id(), integer()) -> ok.
@@ -860,7 +1228,7 @@ await_logout(Port, Id, Deadline) ->
 -spec port_exited(term(), state()) -> {noreply, state()} | {stop, term(), state()}.
 port_exited(Why, #st{port = OldPort} = St0) ->
     logger:warning("ibkr_oauth: the port program exited (~p); failing ~b waiting caller(s)",
-                   [Why, waiting(St0)], ?META),
+                   [Why, waiting(St0)], ?META#{event => port_exit}),
     ibkr_oauth_port:close(OldPort),
     St = fail_all(port_down, St0#st{port = undefined}),
     Now = now_ms(),
@@ -877,7 +1245,7 @@ port_exited(Why, #st{port = OldPort} = St0) ->
                     {Id, St2} = next_id(St1#st{port = Port, os_pid = OsPid}),
                     Secrets = St2#st.secrets,
                     case ibkr_oauth_port:send(Port, Id, {init, Secrets()}) of
-                        ok -> {noreply, St2#st{pending = #{Id => reinit}}};
+                        ok -> {noreply, St2#st{pending = (St2#st.pending)#{Id => reinit}}};
                         {error, _} -> {noreply, St2}   % its exit message follows
                     end;
                 {error, Reason} ->
@@ -895,11 +1263,16 @@ fail_all(Reason, #st{pending = P, reqs = Reqs, auth_waiters = W} = St) ->
     [gen_server:reply(From, Error) || {lst_complete, From} <- maps:values(P)],
     [gen_server:reply(From, Error) || From <- lists:reverse(W)],
     NCalls = length([x || {C, _} <- maps:values(P), C =:= call orelse C =:= lst_complete]),
+    %% The port is gone or going: its requests can no longer reach the server.
+    Limiter = lists:foldl(fun(Token, L) -> ibkr_oauth_ratelimit:complete(Token, now_ms(), L) end,
+                          St#st.limiter, maps:values(St#st.slots)),
     St1 = St#st{pending = #{}, auth_waiters = [], queue = [], handshake = undefined,
-                auth = none, backoff = 0,
+                auth = none, backoff = 0, slots = #{}, limiter = Limiter,
+                rl_queue = queue:new(), rl_timer = undefined,
                 counters = maps:update_with(errors, fun(N) -> N + NCalls + length(W) end,
                                             St#st.counters)},
     cancel_timer(St#st.renew_timer),
+    cancel_timer(St#st.rl_timer),
     lists:foldl(fun(Ref, Acc) -> finish(Ref, Error, Acc) end,
                 St1#st{renew_timer = undefined}, maps:keys(Reqs)).
 
@@ -914,8 +1287,10 @@ waiting(#st{pending = P, reqs = Reqs, auth_waiters = W}) ->
 -spec stats(state()) -> map().
 stats(#st{counters = C, pending = P, reqs = Reqs, auth = Auth} = St) ->
     Queued = length([x || #req{where = queued} <- maps:values(Reqs)]),
+    RlQueued = length([x || #req{where = rl_queued} <- maps:values(Reqs)]),
     C#{in_flight => map_size(P),
        queued => Queued,
+       rate_limit_queued => RlQueued,
        authenticated => has_live_lst(St),
        handshake_in_flight => St#st.handshake =/= undefined,
        expires_at => case Auth of
@@ -935,6 +1310,9 @@ cancel_timer(T) -> _ = erlang:cancel_timer(T, [{async, true}, {info, false}]), o
 
 -spec now_ms() -> integer().
 now_ms() -> erlang:monotonic_time(millisecond).
+
+-spec now_us() -> integer().
+now_us() -> erlang:monotonic_time(microsecond).
 
 -spec summary(state()) -> map().
 summary(#st{} = St) ->

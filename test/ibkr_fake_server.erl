@@ -28,7 +28,8 @@
 %% (#{Status => N}), nonce_reuse, bad_signatures, bad_timestamps,
 %% last_headers (of the last request, names lower-case), logouts, tickles,
 %% ssodh_inits, log (newest first: #{method, path, nonce, outcome :=
-%% Status | dropped, body_bytes}).
+%% Status | dropped, body_bytes, at := monotonic us when the request was
+%% complete}).
 %%
 %% Endpoints under /v1/api: POST /oauth/live_session_token; signed:
 %% POST /iserver/auth/ssodh/init, /tickle, GET /iserver/auth/status,
@@ -463,7 +464,8 @@ log_request(Req = #{method := Method, target := Target, headers := Headers}, Act
                   drop -> dropped
               end,
     Entry = #{method => Method, path => relative_path(Target, S), nonce => Nonce,
-              outcome => Outcome, body_bytes => byte_size(maps:get(body, Req))},
+              outcome => Outcome, body_bytes => byte_size(maps:get(body, Req)),
+              at => erlang:monotonic_time(microsecond)},
     S#{stats := Stats#{log := lists:sublist([Entry | Log], ?LOG_SIZE)}}.
 
 answer(Req = #{method := Method, target := Target, headers := Headers}, S) ->

@@ -1,0 +1,172 @@
+%% Session API beyond plain requests, against the fake IBKR server:
+%% websocket_info/1, sign/3 with an expired LST, the logger events of each
+%% request (metadata, levels, no secrets) and stats/1.
+-module(session_api_SUITE).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
+         init_per_testcase/2, end_per_testcase/2]).
+-export([websocket_info_tickles_once/1, websocket_info_errors/1,
+         sign_with_expired_lst/1, request_log_events/1, stats_counters/1]).
+-export([log/2]).
+
+-define(F, ibkr_fake_server).
+-define(L, ibkr_check_lib).
+-define(ACCOUNTS, <<"/portfolio/accounts">>).
+-define(POSITIONS, <<"/portfolio/U1234567/positions/0">>).
+
+suite() -> [{timetrap, {minutes, 2}}].
+
+all() ->
+    [websocket_info_tickles_once, websocket_info_errors, sign_with_expired_lst,
+     request_log_events, stats_counters].
+
+init_per_suite(Config) ->
+    {ok, _} = application:ensure_all_started(ibkr_oauth),
+    Config.
+
+end_per_suite(_Config) -> ok.
+
+init_per_testcase(sign_with_expired_lst, Config) ->
+    {ok, S} = ibkr_oauth:start_link(ibkr_test_lib:vector_config(public)),
+    unlink(S),
+    [{session, S} | Config];
+init_per_testcase(_Case, Config) ->
+    {ok, Info = #{config := Client}} =
+        ?F:start_from_vectors(public, #{ca_dir => ?config(priv_dir, Config)}),
+    {ok, S} = ibkr_oauth:start_link(Client),
+    unlink(S),
+    [{session, S}, {fake, Info}, {client, Client} | Config].
+
+end_per_testcase(_Case, Config) ->
+    _ = (catch ibkr_oauth:stop(?config(session, Config))),
+    ?F:stop().
+
+%%% ----------------------------------------------------------------- cases
+
+%% The first call authenticates and tickles; the answer is the websocket
+%% URL with the access token and the /tickle session as the api cookie. A
+%% second call reuses it; a caller's own /tickle refreshes it.
+websocket_info_tickles_once(Config) ->
+    S = ?config(session, Config),
+    #{base_url := <<"https://", HostPath/binary>>} = ?config(fake, Config),
+    Token = maps:get(access_token, ?config(client, Config)),
+    {ok, Ws} = ibkr_oauth:websocket_info(S),
+    #{url := Url, session := Session, cookie := Cookie, headers := Headers} = Ws,
+    ?assertEqual(<<"wss://", HostPath/binary, "/ws?oauth_token=", Token/binary>>, Url),
+    ?assertEqual(<<"api=", Session/binary>>, Cookie),
+    ?assertEqual(Cookie, proplists:get_value(<<"cookie">>, Headers)),
+    ?assert(is_binary(proplists:get_value(<<"user-agent">>, Headers))),
+    ?assertMatch(#{handshakes := 1, tickles := 1}, ?F:stats()),
+    %% The server's own idea of the session:
+    {ok, #{status := 200, body := Body}} = ibkr_oauth:request(S, post, <<"/tickle">>, #{}),
+    {match, [Session]} = re:run(Body, <<"\"session\":\"([^\"]+)\"">>, [{capture, all_but_first, binary}]),
+    ?assertEqual({ok, Ws}, ibkr_oauth:websocket_info(S)),
+    ?assertMatch(#{tickles := 2}, ?F:stats()).
+
+websocket_info_errors(Config) ->
+    S = ?config(session, Config),
+    {ok, _} = ibkr_oauth:authenticate(S),
+    ok = ?F:set_fault({status, 503, 1}),
+    ?assertMatch({error, {http, 503, _}}, ibkr_oauth:websocket_info(S)),
+    {ok, #{session := _}} = ibkr_oauth:websocket_info(S),
+    ok = ibkr_oauth:stop(S),
+    ?assertEqual({error, noproc}, ibkr_oauth:websocket_info(S)).
+
+%% sign/3 refuses an expired stored LST (it would only earn a 401), signs
+%% with an LST given in the options, and signs again after a fresh LST.
+sign_with_expired_lst(Config) ->
+    S = ?config(session, Config),
+    [C | _] = maps:get(cases, ibkr_test_lib:vectors(public)),
+    Url = <<"https://api.ibkr.com/v1/api/portfolio/accounts">>,
+    ?assertEqual({error, not_authenticated}, ibkr_oauth:sign(S, get, Url)),
+    Complete = fun(Expiration) ->
+                       {ok, _} = ibkr_oauth:lst_request(S, maps:with([nonce, timestamp, dh_random], C)),
+                       ibkr_oauth:lst_complete(
+                         S, #{diffie_hellman_response => maps:get(diffie_hellman_response, C),
+                              live_session_token_signature => maps:get(live_session_token_signature, C),
+                              live_session_token_expiration => Expiration})
+               end,
+    Past = erlang:system_time(millisecond) - 1000,
+    {ok, #{expires_at := Past}} = Complete(Past),
+    ?assertEqual({error, lst_expired}, ibkr_oauth:sign(S, get, Url)),
+    ?assertEqual({error, lst_expired}, ibkr_oauth:sign(S, <<"POST">>, Url, #{nonce => <<"abc">>})),
+    {ok, #{token := Lst}} = ibkr_oauth:live_session_token(S),
+    ?assertMatch({ok, <<"OAuth ", _/binary>>}, ibkr_oauth:sign(S, get, Url, #{lst => Lst})),
+    {ok, _} = Complete(erlang:system_time(millisecond) + 3600000),
+    ?assertMatch({ok, <<"OAuth ", _/binary>>}, ibkr_oauth:sign(S, get, Url)).
+
+%% One event per request with its metadata (debug when answered, info when
+%% failed), a warning for a retry after 401 and for a port crash; none of
+%% them carries the LST, the secret, an Authorization value, the query or
+%% a body.
+request_log_events(Config) ->
+    S = ?config(session, Config),
+    Secret = maps:get(access_token_secret, ?config(client, Config)),
+    logger:set_module_level(ibkr_oauth_session, debug),
+    ok = logger:add_handler(?MODULE, ?MODULE, #{level => all, config => #{pid => self()},
+                                                filter_default => stop,
+                                                filters => [{ibkr, {fun logger_filters:domain/2,
+                                                                    {log, equal, [ibkr_oauth]}}}]}),
+    try
+        {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS,
+                                                    #{query => [{<<"q">>, <<"needle42">>}]}),
+        [Ok] = [E || #{meta := #{event := request}} = E <- events()],
+        ?assertMatch(#{level := debug,
+                       meta := #{domain := [ibkr_oauth], method := get, path := ?ACCOUNTS,
+                                 status := 200, attempt := 1, queued_ms := 0,
+                                 duration_us := D}} when is_integer(D) andalso D >= 0, Ok),
+        %% A 401: a retry warning, then the request logged with attempt 2.
+        ok = ?F:set_fault(invalidate_lst),
+        {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?POSITIONS, #{}),
+        Evs = events(),
+        ?assertMatch([#{level := warning, meta := #{event := retry, status := 401, attempt := 1,
+                                                     path := ?POSITIONS}}],
+                     [E || #{meta := #{event := retry}} = E <- Evs]),
+        ?assertMatch([#{level := debug, meta := #{status := 200, attempt := 2, path := ?POSITIONS}}],
+                     [E || #{meta := #{event := request}} = E <- Evs]),
+        ?assertMatch([#{level := info}], [E || #{meta := #{event := handshake}} = E <- Evs]),
+        %% A failure: info with the error; the port's death: a warning.
+        ok = ?F:set_fault({status, 401, 4}),
+        {error, {http, 401, _}} = ibkr_oauth:request(S, get, ?POSITIONS, #{}),
+        ?assertMatch([#{level := info, meta := #{status := undefined, error := {http, 401, _}}}],
+                     [E || #{meta := #{event := request}} = E <- events()]),
+        ok = ?F:clear_faults(),
+        ?L:kill_os(ibkr_oauth:os_pid(S)),
+        ?L:wait_until(fun() -> maps:get(port_restarts, ibkr_oauth:stats(S)) =:= 1 end, 10000),
+        {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}),
+        {ok, #{token := Lst}} = ibkr_oauth:live_session_token(S),
+        {ok, Auth} = ibkr_oauth:sign(S, get, <<"https://api.ibkr.com/v1/api/x">>),
+        Rest = events(),
+        ?assertMatch([_], [E || #{level := warning, meta := #{event := port_exit}} = E <- Rest]),
+        Text = iolist_to_binary([io_lib:format("~p~n", [E]) || E <- [Ok | Evs] ++ Rest]),
+        [?assertEqual(nomatch, binary:match(Text, Needle), Needle)
+         || Needle <- [Lst, Secret, Auth, <<"needle42">>, <<"accountId">>, <<"OAuth ">>]]
+    after
+        logger:remove_handler(?MODULE),
+        logger:unset_module_level(ibkr_oauth_session)
+    end.
+
+stats_counters(Config) ->
+    S = ?config(session, Config),
+    {ok, _} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}),
+    {error, timeout} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{timeout => 0}),
+    ?assertMatch(#{requests := 2, handshakes := 1, errors := 1, in_flight := _,
+                   queued := 0, rate_limited := 0, rate_limit_queued := 0,
+                   authenticated := true, port_restarts := 0},
+                 ibkr_oauth:stats(S)).
+
+%%% ---------------------------------------------------------------- helpers
+
+%% logger handler: forwards each event to the test process.
+log(Event, #{config := #{pid := Pid}}) ->
+    Pid ! {?MODULE, Event},
+    ok.
+
+%% The events received so far, oldest first. The session logs before it
+%% replies, so the events of a finished call are already in the mailbox.
+events() ->
+    receive {?MODULE, E} -> [E | events()]
+    after 0 -> []
+    end.
