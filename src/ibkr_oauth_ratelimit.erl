@@ -58,10 +58,13 @@
 %% Limitations", per authenticated username): `{Prefix, Limit, PeriodMs}'.
 %% Where IBKR lists a family (`/fyi/...', each 1 request/s) one shared rule
 %% covers it: stricter than needed, never looser. Both the current and the
-%% legacy paths of the orders and trades endpoints are listed.
+%% legacy paths of the orders and trades endpoints are listed. IBKR's "5
+%% concurrent requests" for `/iserver/marketdata/history' becomes 5 per
+%% 1 ms: a slot is held while in flight, so at most 5 run at once.
 -spec ibkr_endpoints() -> [rule()].
 ibkr_endpoints() ->
     [{<<"/iserver/marketdata/snapshot">>, 10, ?SECOND},
+     {<<"/iserver/marketdata/history">>, 5, 1},
      {<<"/iserver/scanner/params">>, 1, ?QUARTER_HOUR},
      {<<"/iserver/scanner/run">>, 1, ?SECOND},
      {<<"/iserver/trades">>, 1, ?FIVE_S},

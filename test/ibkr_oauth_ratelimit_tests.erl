@@ -135,3 +135,15 @@ default_spec_test() ->
     ?assert(lists:member({<<"/iserver/marketdata/snapshot">>, 10, 1000}, Rules)),
     ?assert(lists:member({<<"/tickle">>, 1, 1000}, Rules)),
     ?assert(lists:member({<<"/iserver/scanner/params">>, 1, 900000}, Rules)).
+
+%% A period of 1 ms makes a concurrency limit (IBKR's 5 concurrent
+%% /iserver/marketdata/history requests): the sixth waits for an answer.
+concurrency_rule_test() ->
+    L0 = ?RL:new(?RL:default_spec()),
+    Keys = ?RL:keys(<<"/iserver/marketdata/history">>, L0),
+    {Tokens, L5} = lists:foldl(fun(_, {Ts, L}) -> {ok, T, L1} = ?RL:acquire(Keys, 0, L), {[T | Ts], L1} end,
+                               {[], L0}, lists:seq(1, 5)),
+    ?assertEqual({wait, [{<<"/iserver/marketdata/history">>, infinity}]}, ?RL:acquire(Keys, 100, L5)),
+    L6 = ?RL:complete(hd(Tokens), 100, L5),
+    ?assertMatch({wait, [{_, 1}]}, ?RL:acquire(Keys, 100, L6)),
+    ?assertMatch({ok, _, _}, ?RL:acquire(Keys, 101, L6)).
