@@ -24,7 +24,7 @@
 %% `{error, port_down}' (the session then restarts the port by itself; it
 %% is unauthenticated afterwards and authenticates again on the next
 %% {@link request/4}). Other reasons: `{bad_config, Field, Why}',
-%% `not_authenticated', `no_pending_handshake', `bad_dh_response',
+%% `not_authenticated', `lst_expired', `no_pending_handshake', `bad_dh_response',
 %% `lst_signature_mismatch', `{http, Status, Body}' (handshake refused),
 %% `{bad_response, not_json | missing_field}', `{transport, Kind}',
 %% `too_large', `cancelled'. No reason contains a key, the decrypted secret
