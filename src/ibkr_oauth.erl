@@ -32,7 +32,7 @@
 -module(ibkr_oauth).
 
 -export([start_link/1, start_link/2, start_session/1, start_session/2,
-         child_spec/1, stop/1,
+         child_spec/1, child_spec/2, stop/1,
          authenticate/1, lst_request/1, lst_request/2, lst_complete/2,
          live_session_token/1,
          sign/3, sign/4,
@@ -152,6 +152,20 @@ child_spec(Config) ->
       shutdown => 10000,
       type => worker,
       modules => [ibkr_oauth_session]}.
+
+%% @doc {@link child_spec/1} for a session registered as `Name' (as for
+%% {@link start_link/2}); the child id is the name (`Atom' for
+%% `{local, Atom}', else `Name' itself), so several named sessions can live
+%% under one supervisor. Elixir:
+%% `:ibkr_oauth.child_spec({:local, MyApp.IBKR}, config)'.
+-spec child_spec(ibkr_oauth_session:name(), config()) -> supervisor:child_spec().
+child_spec(Name, Config) ->
+    Spec = #{start := {M, F, [Sealed]}} = child_spec(Config),
+    Id = case Name of
+             {local, Atom} -> Atom;
+             _ -> Name
+         end,
+    Spec#{id := Id, start := {M, F, [Name, Sealed]}}.
 
 %% @doc Stops the session: `POST /logout' if an LST is held (bounded wait),
 %% then the port program is closed. Callers still waiting get

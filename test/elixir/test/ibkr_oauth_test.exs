@@ -115,10 +115,8 @@ defmodule IbkrOauthTest do
     end
 
     test "a registered session next to another one (own ids), secrets sealed in both specs", ctx do
-      %{start: {mod, fun, [sealed]}} = spec = :ibkr_oauth.child_spec(ctx.config)
-
       children = [
-        %{spec | id: IbkrOauthTest.Trading, start: {mod, fun, [{:local, IbkrOauthTest.Trading}, sealed]}},
+        :ibkr_oauth.child_spec({:local, IbkrOauthTest.Trading}, ctx.config),
         Supervisor.child_spec({:ibkr_oauth, Map.put(ctx.config, :brokerage_session, false)}, id: :reporting)
       ]
 
