@@ -61,26 +61,42 @@ test-mix-consumer:
 	scripts/mix-consumer-test.sh
 
 # The whole CT suite against an ASan+UBSan build of the port, and the C unit
-# tests under the sanitizers.
+# tests (and the fuzz corpus replay) under the sanitizers. Reports go to
+# files, so one printed when a port exits after its test has passed (a leak
+# at exit) still fails the target.
+ASAN_LOGS := _build/asan
 test-asan: deps-test
 	$(MAKE) -C c_src SANITIZE=1 all test
-	IBKR_OAUTH_PORT=$(CURDIR)/$(ASAN_PORT) \
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66 \
-	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		$(REBAR3) ct $(if $(CT_SUITES),--suite $(CT_SUITES))
+	rm -rf $(ASAN_LOGS) && mkdir -p $(ASAN_LOGS)
+	@rc=0; IBKR_OAUTH_PORT=$(CURDIR)/$(ASAN_PORT) \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66:log_path=$(CURDIR)/$(ASAN_LOGS)/port \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/$(ASAN_LOGS)/port \
+		$(REBAR3) ct $(if $(CT_SUITES),--suite $(CT_SUITES)) || rc=$$?; \
+	if ls $(ASAN_LOGS)/port.* >/dev/null 2>&1; then \
+		cat $(ASAN_LOGS)/port.*; echo "test-asan: sanitizer reports above"; exit 1; fi; \
+	exit $$rc
 
-# memcheck with leak check over the C unit tests and the protocol and crypto
-# suites (the port runs under valgrind via scripts/valgrind-port.sh).
+# memcheck with leak check over the C unit tests, the fuzz corpus replayed
+# through the port's request path, and the raw protocol and crypto suites (the
+# port runs under valgrind via scripts/valgrind-port.sh; IBKR_TEST_SLOW makes
+# them wait longer and loop less). protocol_SUITE's session group is left
+# out: it asserts wall-clock bounds (restarts, a 450 ms start) that a port
+# tens of times slower cannot meet.
 valgrind: deps-test
 	$(MAKE) -C c_src all
-	$(MAKE) -C c_src $(patsubst c_src/tests/%.c,build/tests/%,$(wildcard c_src/tests/test_*.c))
-	@set -e; for t in c_src/build/tests/test_*; do \
+	$(MAKE) -C c_src $(patsubst c_src/tests/%.c,build/tests/%,$(wildcard c_src/tests/test_*.c)) \
+		build/fuzz/replay_fuzz_frame build/fuzz/replay_fuzz_answer
+	@set -e; for t in c_src/build/tests/test_* "c_src/build/fuzz/replay_fuzz_frame c_src/fuzz/corpus/fuzz_frame" \
+			"c_src/build/fuzz/replay_fuzz_answer c_src/fuzz/corpus/fuzz_answer"; do \
 		echo "== valgrind $$t"; \
 		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
-			--errors-for-leak-kinds=definite,indirect --error-exitcode=1 $$t; done
+			--errors-for-leak-kinds=definite,indirect --error-exitcode=1 \
+			--child-silent-after-fork=yes $$t; done
 	rm -rf _build/valgrind && mkdir -p _build/valgrind
 	IBKR_OAUTH_PORT=$(CURDIR)/scripts/valgrind-port.sh VALGRIND_LOG_DIR=$(CURDIR)/_build/valgrind \
-		$(REBAR3) ct --suite test/protocol_SUITE,test/oauth_SUITE
+	IBKR_TEST_SLOW=1 $(REBAR3) ct --suite test/protocol_SUITE --group raw
+	IBKR_OAUTH_PORT=$(CURDIR)/scripts/valgrind-port.sh VALGRIND_LOG_DIR=$(CURDIR)/_build/valgrind \
+	IBKR_TEST_SLOW=1 $(REBAR3) ct --suite test/oauth_SUITE
 	scripts/check-valgrind-logs.sh _build/valgrind
 
 fuzz: deps-dev
