@@ -194,9 +194,9 @@ static void run(const frame *f, int idx)
     COMMANDS[i].fn(f, id, idx);
 }
 
-void dispatch_frame(erlcmd *c, char *buf, size_t len, void *ctx)
+/* One term: decoded, run, its arena wiped (and the bytes, if secret). */
+static void dispatch_term(erlcmd *c, char *buf, size_t len)
 {
-    (void)ctx;
     D.c = c;
     D.wipe_frame = 0;
     int idx = 0, version;
@@ -210,6 +210,46 @@ void dispatch_frame(erlcmd *c, char *buf, size_t len, void *ctx)
     arena_reset();
     if (D.wipe_frame)
         OPENSSL_cleanse(buf, len);
+}
+
+/* A batch frame (PROTOCOL.md): BATCH_TAG, then length-prefixed terms, each
+ * run as if it had come alone. It lets the session hand many requests over
+ * in one write. A length running past the end ends the batch with
+ * bad_frame; an inner batch is not a term (bad_term). */
+#define BATCH_TAG 0
+
+static void dispatch_batch(erlcmd *c, char *buf, size_t len)
+{
+    size_t off = 1;
+    while (off < len) {
+        size_t left = len - off;
+        const unsigned char *h = (const unsigned char *)buf + off;
+        uint32_t n = left < 4 ? 0
+                              : ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) |
+                                    ((uint32_t)h[2] << 8) | (uint32_t)h[3];
+        if (left < 4 || n > left - 4) {
+            D.errors++;
+            (void)erlcmd_protocol_error(c, "bad_frame");
+            return;
+        }
+        char *term = buf + off + 4;
+        if (n > 0 && (unsigned char)term[0] == BATCH_TAG) {
+            D.errors++;
+            (void)erlcmd_protocol_error(c, "bad_term");
+        } else {
+            dispatch_term(c, term, n);
+        }
+        off += 4 + (size_t)n;
+    }
+}
+
+void dispatch_frame(erlcmd *c, char *buf, size_t len, void *ctx)
+{
+    (void)ctx;
+    if (len > 1 && (unsigned char)buf[0] == BATCH_TAG)
+        dispatch_batch(c, buf, len);
+    else
+        dispatch_term(c, buf, len);
 }
 
 void dispatch_shutdown(void)

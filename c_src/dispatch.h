@@ -14,7 +14,8 @@
 
 #include "erlcmd.h"
 
-/* erlcmd_handler for every frame from the BEAM; ctx is unused. */
+/* erlcmd_handler for every frame from the BEAM (one term, or a batch of
+ * them: PROTOCOL.md); ctx is unused. */
 void dispatch_frame(erlcmd *c, char *frame, size_t len, void *ctx);
 
 /* Exit path: aborts in-flight operations without replies and wipes the

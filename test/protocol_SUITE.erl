@@ -12,7 +12,7 @@
 -export([echo_shapes/1, echo_pipelined/1, commands_before_init/1,
          garbage_frames/1, oversized_frame/1, largest_frame/1, send_too_large/1,
          close_port_exits/1, peer_killed_port_exits/1, out_of_order_raw/1,
-         cancel_raw/1, no_silent_resend/1, known_atoms_cover_replies/1]).
+         cancel_raw/1, no_silent_resend/1, known_atoms_cover_replies/1, batch_frames/1]).
 -export([concurrent_sign/1, concurrent_sign_10k_processes/1, out_of_order_session/1,
          killed_port_pending/1, port_restart_limit/1, stop_closes_port/1,
          bad_config_caller_survives/1, bad_config_trapping_caller/1,
@@ -35,7 +35,7 @@ groups() ->
     [{raw, [], [echo_shapes, echo_pipelined, commands_before_init, garbage_frames,
                 oversized_frame, largest_frame, send_too_large, close_port_exits,
                 peer_killed_port_exits, out_of_order_raw, cancel_raw,
-                no_silent_resend, known_atoms_cover_replies]},
+                no_silent_resend, known_atoms_cover_replies, batch_frames]},
      {session, [], [concurrent_sign, concurrent_sign_10k_processes, out_of_order_session,
                     killed_port_pending, port_restart_limit, stop_closes_port,
                     bad_config_caller_survives, bad_config_trapping_caller,
@@ -69,6 +69,29 @@ end_per_testcase(_TC, _Config) ->
 %%====================================================================
 %% Raw port
 %%====================================================================
+
+%% A batch frame (first byte 0, then length-prefixed terms): each term is
+%% handled as if it came alone, in order; a bad length ends the batch with
+%% bad_frame, a nested batch is bad_term, and the port carries on.
+batch_frames(_Config) ->
+    {ok, P, _} = ibkr_oauth_port:open(),
+    Inner = fun(T) -> B = term_to_binary(T), [<<(byte_size(B)):32>>, B] end,
+    true = port_command(P, [0, Inner({1, {echo, a}}), Inner({2, {echo, <<"b">>}}),
+                            Inner({3, stats}), Inner({4, {echo, c}})]),
+    ?assertEqual([{1, {ok, a}}, {2, {ok, <<"b">>}}, {3, {error, not_initialized}}, {4, {ok, c}}],
+                 [recv_reply(P) || _ <- lists:seq(1, 4)]),
+    %% The third length runs past the end: two replies, then bad_frame.
+    true = port_command(P, [0, Inner({5, {echo, d}}), Inner({6, {echo, e}}), <<0, 0, 1, 0, 131>>]),
+    ?assertEqual([{5, {ok, d}}, {6, {ok, e}}, {0, {protocol_error, bad_frame}}],
+                 [recv_reply(P) || _ <- lists:seq(1, 3)]),
+    %% A batch inside a batch, and a bare tag byte.
+    true = port_command(P, [0, <<0, 0, 0, 1, 0>>, Inner({7, {echo, f}})]),
+    ?assertEqual([{0, {protocol_error, bad_term}}, {7, {ok, f}}],
+                 [recv_reply(P) || _ <- lists:seq(1, 2)]),
+    true = port_command(P, <<0>>),
+    ?assertEqual({0, {protocol_error, bad_term}}, recv_reply(P)),
+    ?assertEqual({ok, alive}, raw_call(P, 8, {echo, alive})),
+    ibkr_oauth_port:close(P).
 
 echo_shapes(_Config) ->
     {ok, P, _} = ibkr_oauth_port:open(),
