@@ -141,6 +141,9 @@
     %% used): only then does it tickle and log out by itself.
     managed = false :: boolean(),
     port_exits = [] :: [integer()],
+    %% sign frames not yet written, newest first: see queue_frame/3
+    outbox = [] :: [{id(), binary()}],
+    outbox_bytes = 0 :: non_neg_integer(),
     counters = #{requests => 0, handshakes => 0, errors => 0,
                  port_restarts => 0, rate_limited => 0} :: #{atom() => non_neg_integer()}
 }).
@@ -150,6 +153,7 @@
 -define(START_TIMEOUT, 30000).
 -define(LOGOUT_TIMEOUT, 2000).
 -define(MAX_ID, 16#FFFFFFFFFFFFFFFF).
+-define(BATCH_MAX, 1048576).    % bytes of sign frames per batch frame
 -define(RESTART_WINDOW, 30000).
 -define(RESTART_MAX, 5).
 -define(BACKOFF_MAX, 60000).
@@ -379,6 +383,8 @@ handle_info({Port, {data, Bin}}, #st{port = Port} = St) ->
                          [Why, byte_size(Bin)], ?META),
             {noreply, St}
     end;
+handle_info(flush_outbox, St) ->
+    {noreply, flush_outbox(St)};
 handle_info({Port, {exit_status, S}}, #st{port = Port} = St) ->
     port_exited({exit_status, S}, St);
 handle_info({'EXIT', Port, Reason}, #st{port = Port} = St) ->
@@ -482,11 +488,54 @@ signs_with_expired_lst(_, _) -> false.
 
 %% A pass-through command: the caller is answered when the port replies.
 -spec port_call(term(), pending(), from(), state()) -> state().
+port_call({sign, _, _, _} = Cmd, What, From, St) ->
+    {Id, St1} = next_id(St),
+    case ibkr_oauth_port:encode(Id, Cmd) of
+        {ok, Bin} -> queue_frame(Id, Bin, St1#st{pending = (St1#st.pending)#{Id => What}});
+        {error, _} = E -> gen_server:reply(From, E), bump(errors, St1)
+    end;
 port_call(Cmd, What, From, St) ->
     {Id, St1} = next_id(St),
     case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
         ok -> St1#st{pending = (St1#st.pending)#{Id => What}};
         {error, _} = E -> gen_server:reply(From, E), bump(errors, St1)
+    end.
+
+%% Signing is the hot path: one write(2) per call would cap it at the pipe's
+%% round-trip rate. A sign frame goes out at once when nothing else waits in
+%% the mailbox; otherwise it joins the outbox, which leaves as one batch
+%% frame (PROTOCOL.md) when the flush_outbox message sent behind the waiting
+%% calls comes up, or when it reaches ?BATCH_MAX bytes.
+-spec queue_frame(id(), binary(), state()) -> state().
+queue_frame(Id, Bin, #st{outbox = Out, outbox_bytes = N} = St) ->
+    St1 = St#st{outbox = [{Id, Bin} | Out], outbox_bytes = N + 4 + byte_size(Bin)},
+    case process_info(self(), message_queue_len) of
+        {message_queue_len, 0} -> flush_outbox(St1);
+        _ when St1#st.outbox_bytes >= ?BATCH_MAX -> flush_outbox(St1);
+        _ when Out =:= [] -> self() ! flush_outbox, St1;
+        _ -> St1
+    end.
+
+-spec flush_outbox(state()) -> state().
+flush_outbox(#st{outbox = []} = St) -> St;
+flush_outbox(#st{outbox = Out, port = Port} = St) ->
+    Data = case Out of
+               [{_, Bin}] -> Bin;
+               _ -> [0 | [[<<(byte_size(B)):32>>, B] || {_, B} <- lists:reverse(Out)]]
+           end,
+    St1 = St#st{outbox = [], outbox_bytes = 0},
+    try erlang:port_command(Port, Data) of
+        true -> St1
+    catch
+        error:_ ->
+            lists:foldl(fun({Id, _}, Acc) ->
+                                case maps:take(Id, Acc#st.pending) of
+                                    {{call, From}, P} ->
+                                        gen_server:reply(From, {error, port_down}),
+                                        bump(errors, Acc#st{pending = P});
+                                    _ -> Acc
+                                end
+                        end, St1, Out)
     end.
 
 -spec port_reply(id(), term(), state()) -> {noreply, state()} | {stop, term(), state()}.
@@ -1267,6 +1316,7 @@ fail_all(Reason, #st{pending = P, reqs = Reqs, auth_waiters = W} = St) ->
     Limiter = lists:foldl(fun(Token, L) -> ibkr_oauth_ratelimit:complete(Token, now_ms(), L) end,
                           St#st.limiter, maps:values(St#st.slots)),
     St1 = St#st{pending = #{}, auth_waiters = [], queue = [], handshake = undefined,
+                outbox = [], outbox_bytes = 0,
                 auth = none, backoff = 0, slots = #{}, limiter = Limiter,
                 rl_queue = queue:new(), rl_timer = undefined,
                 counters = maps:update_with(errors, fun(N) -> N + NCalls + length(W) end,
