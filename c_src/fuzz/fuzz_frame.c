@@ -2,7 +2,8 @@
  * fuzz_frame.c — libFuzzer harness for the port's request path.
  *
  * An input is the byte stream the BEAM would write on fd 3: {packet,4}
- * frames back to back (possibly cut short, oversized, or not terms at all).
+ * frames back to back (possibly cut short, oversized, batches of terms, or
+ * not terms at all).
  * It goes through a pipe into a fresh erlcmd, whose handler is the real
  * dispatch_frame; replies go to a second pipe that the harness drains. The
  * port state (session, LST, in-flight operations) lives on between inputs as
@@ -116,14 +117,39 @@ static uint64_t request_id(const char *buf, size_t len)
     return id;
 }
 
-/* The erlcmd handler: note the request id, then the port's own dispatch,
+/* Notes the request ids in a frame: its own, or for a batch frame (first
+ * byte 0, then length-prefixed terms: PROTOCOL.md) those of the terms
+ * dispatch will run, up to a length that runs past the end. */
+static void note_ids(const char *buf, size_t len)
+{
+    if (!(len > 1 && buf[0] == 0)) {
+        uint64_t id = request_id(buf, len);
+        if (id != 0)
+            push(&g_sent, id);
+        return;
+    }
+    const unsigned char *p = (const unsigned char *)buf;
+    size_t off = 1;
+    while (len - off >= 4) {
+        size_t n = ((size_t)p[off] << 24) | ((size_t)p[off + 1] << 16) |
+                   ((size_t)p[off + 2] << 8) | p[off + 3];
+        if (n > len - off - 4)
+            return;
+        if (n == 0 || p[off + 4] != 0) { /* a batch inside is not run */
+            uint64_t id = request_id(buf + off + 4, n);
+            if (id != 0)
+                push(&g_sent, id);
+        }
+        off += 4 + n;
+    }
+}
+
+/* The erlcmd handler: note the request ids, then the port's own dispatch,
  * on a copy of exactly the frame's size, so ASan sees any read past its end
  * (in erlcmd's buffer such a read would land in bytes that exist). */
 static void tap(erlcmd *c, char *frame, size_t len, void *ctx)
 {
-    uint64_t id = request_id(frame, len);
-    if (id != 0)
-        push(&g_sent, id);
+    note_ids(frame, len);
     char *copy = malloc(len > 0 ? len : 1);
     if (copy == NULL)
         fail("out of memory");

@@ -87,7 +87,11 @@ frames(V, C) ->
                   {36, nope}, {37, {init}}, {38, stats, x}, {39, {stats}},
                   {1 bsl 64, stats}, {40, {echo, a, b}}]},
      {"oversized", [{bytes, <<16#01000001:32, 0, 0, 0>>}, {41, stats}]},
-     {"partial_tail", [{42, stats}, {bytes, <<0, 0, 0, 9, 131, 104>>}]}].
+     {"partial_tail", [{42, stats}, {bytes, <<0, 0, 0, 9, 131, 104>>}]},
+     {"batch", [{raw, <<0, (stream([{43, stats}, {44, {echo, x}},
+                                    {raw, <<0, (stream([{45, stats}]))/binary>>},
+                                    {raw, <<"junk">>}, {0, {cancel, 1}}]))/binary>>},
+                {raw, <<0, (stream([{46, stats}]))/binary, 0, 0, 0, 99, 131>>}]}].
 
 echo_terms() ->
     [ok, [], <<>>, 0, -1, 16#FFFFFFFFFFFFFFFF, -(1 bsl 200), 1.5, "str", [a | b],
