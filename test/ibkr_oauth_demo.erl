@@ -1,6 +1,11 @@
 %% make demo: the main job end to end against the local fake IBKR server
 %% (real TLS with a private CA, real signature checks, real DH), printed step
 %% by step. Secrets are never printed: the LST only as a short fingerprint.
+%%
+%% Against real IBKR: `make demo IBKR_CONFIG=FILE' (one Erlang map, the
+%% start_link/1 config) or the escript's IBKR_* environment variables
+%% (IBKR_CONSUMER_KEY, ...). The same steps run, read-only: the order step is
+%% skipped, the demo never places a real order.
 -module(ibkr_oauth_demo).
 -export([main/0]).
 
@@ -16,15 +21,39 @@ main() ->
             say("demo crashed: ~p:~tp~n~tp", [C, E, St]), 1
     end.
 
+-spec target() -> fake | {real, map()}.
+target() ->
+    case {os:getenv("IBKR_CONFIG"), os:getenv("IBKR_CONSUMER_KEY")} of
+        {File, _} when File =/= false, File =/= "" ->
+            case file:consult(File) of
+                {ok, [Config]} when is_map(Config) -> {real, Config};
+                Other -> throw({step_failed, "read IBKR_CONFIG " ++ File, Other})
+            end;
+        {_, Key} when Key =/= false, Key =/= "" ->
+            case ibkr_oauth_cli:env_config(fun os:getenv/1) of
+                {ok, Config} -> {real, Config};
+                {error, Why} -> throw({step_failed, "read the IBKR_* environment", Why})
+            end;
+        _ -> fake
+    end.
+
 run() ->
     {ok, _} = application:ensure_all_started(ssl),
     {ok, _} = application:ensure_all_started(ibkr_oauth),
-    {ok, #{base_url := BaseUrl, ca_file := CaFile}} =
-        step("start the fake IBKR server (TLS, private CA, localhost only)",
-             fun() -> ibkr_fake_server:start_from_vectors(public, #{}) end),
+    Target = target(),
+    Config = case Target of
+                 fake ->
+                     {ok, #{base_url := Url, ca_file := CaFile}} =
+                         step("start the fake IBKR server (TLS, private CA, localhost only)",
+                              fun() -> ibkr_fake_server:start_from_vectors(public, #{}) end),
+                     ibkr_test_lib:vector_config(public, #{base_url => Url, ca_file => CaFile,
+                                                           brokerage_session => true});
+                 {real, Real} ->
+                     say("-> real IBKR (read-only: no order is placed)"),
+                     maps:merge(#{brokerage_session => true}, Real)
+             end,
+    BaseUrl = maps:get(base_url, Config, <<"https://api.ibkr.com/v1/api">>),
     say("   base_url ~ts", [BaseUrl]),
-    Config = ibkr_test_lib:vector_config(public, #{base_url => BaseUrl, ca_file => CaFile,
-                                                   brokerage_session => true}),
     {ok, S} = step("start an ibkr_oauth session (keys load, secret decrypts, prime checks)",
                    fun() -> ibkr_oauth:start_link(Config) end),
     {ok, #{expires_at := Exp}} =
@@ -43,19 +72,29 @@ run() ->
               fun() -> ok_status(ibkr_oauth:request(S, get, <<"/portfolio/", Acct/binary, "/positions/0">>, #{})) end)),
     Order = <<"{\"orders\":[{\"conid\":265598,\"orderType\":\"LMT\",\"price\":150.0,"
               "\"side\":\"BUY\",\"quantity\":10,\"tif\":\"DAY\"}]}">>,
-    show(step("place an order: POST /iserver/account/" ++ binary_to_list(Acct) ++ "/orders",
-              fun() -> ok_status(ibkr_oauth:request(S, post, <<"/iserver/account/", Acct/binary, "/orders">>,
-                                                    #{body => Order,
-                                                      headers => [{<<"content-type">>, <<"application/json">>}]})) end)),
+    OrderStep = "place an order: POST /iserver/account/" ++ binary_to_list(Acct) ++ "/orders",
+    case Target of
+        fake ->
+            show(step(OrderStep,
+                      fun() -> ok_status(ibkr_oauth:request(S, post, <<"/iserver/account/", Acct/binary, "/orders">>,
+                                                            #{body => Order,
+                                                              headers => [{<<"content-type">>, <<"application/json">>}]})) end));
+        {real, _} ->
+            say("-> ~ts: skipped against real IBKR", [OrderStep])
+    end,
     {ok, Auth} = step("bring your own HTTP client: sign/3 a GET with a query",
                       fun() -> ibkr_oauth:sign(S, get, <<BaseUrl/binary, "/iserver/secdef/search?symbol=AAPL">>) end),
     say("   Authorization: ~ts...", [binary:part(Auth, 0, min(72, byte_size(Auth)))]),
     Stats = ibkr_oauth:stats(S),
     say("   session stats: ~tp", [Stats]),
     ok = step("stop the session (POST /logout, port closed)", fun() -> ibkr_oauth:stop(S) end),
-    #{handshakes := H, logouts := L} = ibkr_fake_server:stats(),
-    say("   the fake server saw ~b handshake(s) and ~b logout(s)", [H, L]),
-    ibkr_fake_server:stop(),
+    case Target of
+        fake ->
+            #{handshakes := H, logouts := L} = ibkr_fake_server:stats(),
+            say("   the fake server saw ~b handshake(s) and ~b logout(s)", [H, L]),
+            ibkr_fake_server:stop();
+        {real, _} -> ok
+    end,
     ok.
 
 step(Title, Fun) ->
