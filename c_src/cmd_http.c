@@ -236,6 +236,18 @@ void ops_shutdown(void)
 
 /* ---- HTTP commands ------------------------------------------------------------------ */
 
+/* libcurl is loaded at the first request that needs it; when that fails the
+ * request is answered {transport, other} and the reason logged. */
+static int http_ready(uint64_t id)
+{
+    const char *why;
+    if (http_open(&why) == 0)
+        return 0;
+    (void)erlcmd_log(D.c, "warning", "HTTP unavailable: %s", why);
+    reply_error2(id, "transport", "other");
+    return -1;
+}
+
 void cmd_authenticate(const frame *f, uint64_t id, int at)
 {
     mfield fl[4] = {{"nonce", -1}, {"timestamp", -1}, {"dh_random", -1}, {"timeout", -1}};
@@ -259,6 +271,8 @@ void cmd_authenticate(const frame *f, uint64_t id, int at)
             reply_error(id, "nomem");
         return;
     }
+    if (http_ready(id) != 0)
+        return;
     char *auth = NULL;
     oauth_status st = oauth_lst_request(D.session, D.lst_url, &pins, &auth);
     if (st != OAUTH_OK) {
@@ -359,6 +373,8 @@ void cmd_http(const frame *f, uint64_t id, int at)
         reply_badarg(id, bad);
         return;
     }
+    if (http_ready(id) != 0)
+        return;
     if ((x = http_xfer_new()) == NULL) {
         reply_error2(id, "transport", "other");
         return;

@@ -12,6 +12,7 @@
 
 #include <openssl/crypto.h>
 
+#include "base_url.h"
 #include "dispatch_internal.h"
 #include "http.h"
 
@@ -221,7 +222,7 @@ static int init_scalars(const frame *f, const mfield *fl, init_args *a)
 }
 
 /* base_url: trailing slashes dropped, an absolute http(s) URL without query
- * or fragment (the LST path is appended to it). */
+ * or fragment (the LST path is appended to it), checked without libcurl. */
 static int init_base_url(init_args *a)
 {
     size_t n = strlen(a->base_url);
@@ -229,7 +230,7 @@ static int init_base_url(init_args *a)
         a->base_url[--n] = '\0';
     if (n > BASE_URL_MAX)
         return init_fail(a, "base_url", "too_long");
-    if (http_url_check(a->base_url) != 0 || strpbrk(a->base_url, "?# \t") != NULL)
+    if (base_url_check(a->base_url) != 0)
         return init_fail(a, "base_url", "bad_url");
     a->base_len = n;
     return 0;

@@ -3,7 +3,9 @@
  * http.h. curl tells us which sockets to watch (socket callback) and when to
  * wake it up (timer callback); the loop polls those and calls
  * curl_multi_socket_action; finished transfers come out of
- * curl_multi_info_read and go to their done callbacks.
+ * curl_multi_info_read and go to their done callbacks. libcurl itself is
+ * loaded by http_open (curl_lazy.h): every curl call goes through the
+ * curl_lazy table.
  */
 #include "http.h"
 
@@ -12,7 +14,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include <curl/curl.h>
+#include "curl_lazy.h"
 
 #define EASY_POOL_MAX 8      /* idle easy handles kept for reuse */
 #define BODY_INITIAL ((size_t)16 * 1024)
@@ -271,25 +273,40 @@ int http_header_next(const http_result *r, size_t *pos, const char **name, size_
 
 /* ---- setup ----------------------------------------------------------------- */
 
-int http_global_init(void)
+static void close_handles(void)
 {
-    const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
+    if (g_multi != NULL)
+        curl_lazy.multi_cleanup(g_multi);
+    if (g_share != NULL)
+        curl_lazy.share_cleanup(g_share);
+    g_multi = NULL;
+    g_share = NULL;
+}
+
+int http_open(const char **why)
+{
+    if (g_multi != NULL)
+        return 0;
+    if (curl_lazy_load(why) != 0)
+        return -1;
+    *why = "libcurl multi handle setup failed";
+    const curl_version_info_data *vi = curl_lazy.version_info(CURLVERSION_NOW);
     /* The system's hashed CA directory, consulted next to an extra ca_file. */
     g_capath = (vi != NULL && vi->capath != NULL) ? vi->capath : "/etc/ssl/certs";
 
-    if ((g_multi = curl_multi_init()) == NULL)
+    if ((g_multi = curl_lazy.multi_init()) == NULL)
         return -1;
-    if (curl_multi_setopt(g_multi, CURLMOPT_SOCKETFUNCTION, on_socket) != CURLM_OK ||
-        curl_multi_setopt(g_multi, CURLMOPT_TIMERFUNCTION, on_timer) != CURLM_OK)
+    if (curl_lazy.multi_setopt(g_multi, CURLMOPT_SOCKETFUNCTION, on_socket) != CURLM_OK ||
+        curl_lazy.multi_setopt(g_multi, CURLMOPT_TIMERFUNCTION, on_timer) != CURLM_OK)
         goto fail;
     /* TLS sessions shared between easy handles (connections already are, by
      * the multi handle). Single-threaded: no lock callbacks. */
-    if ((g_share = curl_share_init()) == NULL ||
-        curl_share_setopt(g_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
+    if ((g_share = curl_lazy.share_init()) == NULL ||
+        curl_lazy.share_setopt(g_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
         goto fail;
     return 0;
 fail:
-    http_global_cleanup();
+    close_handles();
     return -1;
 }
 
@@ -298,8 +315,8 @@ static void xfer_destroy(http_xfer *x)
     if (x == NULL)
         return;
     if (x->easy != NULL)
-        curl_easy_cleanup(x->easy);
-    curl_slist_free_all(x->req_hdrs);
+        curl_lazy.easy_cleanup(x->easy);
+    curl_lazy.slist_free_all(x->req_hdrs);
     free(x->rbody);
     free(x->rh);
     free(x);
@@ -311,24 +328,20 @@ void http_global_cleanup(void)
         http_xfer *x = g_active;
         g_active = x->next;
         if (g_multi != NULL)
-            curl_multi_remove_handle(g_multi, x->easy);
+            curl_lazy.multi_remove_handle(g_multi, x->easy);
         xfer_destroy(x);
     }
     g_nactive = 0;
     while (g_npool > 0)
         xfer_destroy(g_pool[--g_npool]);
-    if (g_multi != NULL)
-        curl_multi_cleanup(g_multi);
-    if (g_share != NULL)
-        curl_share_cleanup(g_share);
-    g_multi = NULL;
-    g_share = NULL;
+    close_handles();
     free(g_socks);
     g_socks = NULL;
     g_nsocks = g_capsocks = 0;
     free(g_ca_file);
     g_ca_file = NULL;
     g_deadline = -1;
+    curl_lazy_cleanup();
 }
 
 int http_set_ca_file(const char *path)
@@ -346,47 +359,49 @@ static int easy_defaults(http_xfer *x)
 {
     CURL *e = x->easy;
     int bad = 0;
-    bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, x) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_PRIVATE, x) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
     if (g_ca_file != NULL) {
         /* The extra bundle as CAINFO; the system store stays reachable
          * through the hashed directory. */
-        bad |= curl_easy_setopt(e, CURLOPT_CAINFO, g_ca_file) != CURLE_OK;
-        bad |= curl_easy_setopt(e, CURLOPT_CAPATH, g_capath) != CURLE_OK;
+        bad |= curl_lazy.easy_setopt(e, CURLOPT_CAINFO, g_ca_file) != CURLE_OK;
+        bad |= curl_lazy.easy_setopt(e, CURLOPT_CAPATH, g_capath) != CURLE_OK;
     }
-    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, x) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, x) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_PREREQDATA, x) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)HTTP_BODY_MAX) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_WRITEDATA, x) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_HEADERDATA, x) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_PREREQDATA, x) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)HTTP_BODY_MAX) != CURLE_OK;
     /* Send the path exactly as signed (no dot-segment squashing). */
-    bad |= curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "ibkr_oauth") != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_SHARE, g_share) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)HTTP_TIMEOUT_DEFAULT) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_PATH_AS_IS, 1L) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_USERAGENT, "ibkr_oauth") != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_SHARE, g_share) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)HTTP_TIMEOUT_DEFAULT) != CURLE_OK;
     /* Don't wait for resolver threads when the port shuts down. */
-    bad |= curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_QUICK_EXIT, 1L) != CURLE_OK;
     return bad ? -1 : 0;
 }
 
 http_xfer *http_xfer_new(void)
 {
     http_xfer *x;
+    if (g_multi == NULL)
+        return NULL; /* http_open first */
     if (g_npool > 0) {
         x = g_pool[--g_npool];
     } else {
         if ((x = calloc(1, sizeof *x)) == NULL)
             return NULL;
-        if ((x->easy = curl_easy_init()) == NULL) {
+        if ((x->easy = curl_lazy.easy_init()) == NULL) {
             free(x);
             return NULL;
         }
@@ -403,14 +418,14 @@ http_xfer *http_xfer_new(void)
 /* Back to the pool (or freed): nothing of the old transfer survives. */
 static void xfer_release(http_xfer *x)
 {
-    curl_slist_free_all(x->req_hdrs);
+    curl_lazy.slist_free_all(x->req_hdrs);
     free(x->rbody);
     free(x->rh);
     CURL *e = x->easy;
     memset(x, 0, sizeof *x);
     x->easy = e;
     if (g_npool < EASY_POOL_MAX) {
-        curl_easy_reset(e);
+        curl_lazy.easy_reset(e);
         g_pool[g_npool++] = x;
     } else {
         xfer_destroy(x);
@@ -435,33 +450,33 @@ http_set_status http_xfer_method(http_xfer *x, const char *m)
     return HTTP_SET_BAD_METHOD;
 }
 
-int http_url_check(const char *url)
+/* Parse once here so a bad URL is a badarg, not a transport error. */
+static int url_check(const char *url)
 {
     size_t n = strnlen(url, HTTP_URL_MAX + 1);
     if (n == 0 || n > HTTP_URL_MAX)
         return -1;
-    /* Parse once here so a bad URL is a badarg, not a transport error. */
-    CURLU *u = curl_url();
+    CURLU *u = curl_lazy.url();
     if (u == NULL)
         return -1;
     int ok = 0;
     char *scheme = NULL, *host = NULL;
-    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host[0] != '\0' &&
+    if (curl_lazy.url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_lazy.url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_lazy.url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host[0] != '\0' &&
         (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0))
         ok = 1;
-    curl_free(scheme);
-    curl_free(host);
-    curl_url_cleanup(u);
+    curl_lazy.free(scheme);
+    curl_lazy.free(host);
+    curl_lazy.url_cleanup(u);
     return ok ? 0 : -1;
 }
 
 http_set_status http_xfer_url(http_xfer *x, const char *url)
 {
-    if (http_url_check(url) != 0)
+    if (url_check(url) != 0)
         return HTTP_SET_BAD_URL;
-    return curl_easy_setopt(x->easy, CURLOPT_URL, url) == CURLE_OK ? HTTP_SET_OK : HTTP_SET_NOMEM;
+    return curl_lazy.easy_setopt(x->easy, CURLOPT_URL, url) == CURLE_OK ? HTTP_SET_OK : HTTP_SET_NOMEM;
 }
 
 /* RFC 9110 token characters. */
@@ -502,7 +517,7 @@ http_set_status http_xfer_header(http_xfer *x, const char *name, size_t nlen,
         n += vlen;
     }
     line[n] = '\0';
-    struct curl_slist *l = curl_slist_append(x->req_hdrs, line);
+    struct curl_slist *l = curl_lazy.slist_append(x->req_hdrs, line);
     if (l == NULL)
         return HTTP_SET_NOMEM;
     x->req_hdrs = l;
@@ -521,7 +536,7 @@ http_set_status http_xfer_body(http_xfer *x, const char *body, size_t len)
 
 void http_xfer_timeout(http_xfer *x, long ms)
 {
-    (void)curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, ms < 0 ? 0L : ms);
+    (void)curl_lazy.easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, ms < 0 ? 0L : ms);
 }
 
 static int apply_method(http_xfer *x)
@@ -531,39 +546,39 @@ static int apply_method(http_xfer *x)
     int bad = 0;
     switch (x->method) {
     case M_GET:
-        return curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) == CURLE_OK ? 0 : -1;
+        return curl_lazy.easy_setopt(e, CURLOPT_HTTPGET, 1L) == CURLE_OK ? 0 : -1;
     case M_HEAD:
-        return curl_easy_setopt(e, CURLOPT_NOBODY, 1L) == CURLE_OK ? 0 : -1;
+        return curl_lazy.easy_setopt(e, CURLOPT_NOBODY, 1L) == CURLE_OK ? 0 : -1;
     case M_DELETE:
-        bad |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, custom[x->method]) != CURLE_OK;
+        bad |= curl_lazy.easy_setopt(e, CURLOPT_CUSTOMREQUEST, custom[x->method]) != CURLE_OK;
         if (!x->has_body || x->body_len == 0)
             return bad ? -1 : 0;
         break;
     case M_PUT:
     case M_PATCH:
-        bad |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, custom[x->method]) != CURLE_OK;
+        bad |= curl_lazy.easy_setopt(e, CURLOPT_CUSTOMREQUEST, custom[x->method]) != CURLE_OK;
         break;
     default:
         break;
     }
     /* POST, PUT, PATCH (and DELETE with a body): POSTFIELDS mechanics, so an
      * empty body still sends "Content-Length: 0". */
-    bad |= curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len) != CURLE_OK;
     if (x->body_len == 0)
-        bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, "") != CURLE_OK;
+        bad |= curl_lazy.easy_setopt(e, CURLOPT_POSTFIELDS, "") != CURLE_OK;
     else
-        bad |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, x->body) != CURLE_OK;
+        bad |= curl_lazy.easy_setopt(e, CURLOPT_COPYPOSTFIELDS, x->body) != CURLE_OK;
     /* curl would label the body application/x-www-form-urlencoded, and wait
      * for a 100-continue before large bodies: send only what was asked. */
     struct curl_slist *l;
     if (!x->has_ctype) {
-        if ((l = curl_slist_append(x->req_hdrs, "Content-Type:")) == NULL)
+        if ((l = curl_lazy.slist_append(x->req_hdrs, "Content-Type:")) == NULL)
             return -1;
         x->req_hdrs = l;
     }
     if (!x->has_expect) {
-        if ((l = curl_slist_append(x->req_hdrs, "Expect:")) == NULL)
+        if ((l = curl_lazy.slist_append(x->req_hdrs, "Expect:")) == NULL)
             return -1;
         x->req_hdrs = l;
     }
@@ -574,12 +589,12 @@ int http_xfer_start(http_xfer *x, http_done_fn done, void *user)
 {
     if (apply_method(x) != 0)
         return -1;
-    if (x->req_hdrs != NULL && curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->req_hdrs) != CURLE_OK)
+    if (x->req_hdrs != NULL && curl_lazy.easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->req_hdrs) != CURLE_OK)
         return -1;
     x->body = NULL; /* copied (or static "") by now */
     x->done = done;
     x->user = user;
-    if (curl_multi_add_handle(g_multi, x->easy) != CURLM_OK)
+    if (curl_lazy.multi_add_handle(g_multi, x->easy) != CURLM_OK)
         return -1;
     x->prev = NULL;
     x->next = g_active;
@@ -604,7 +619,7 @@ static void unlink_active(http_xfer *x)
 
 void http_xfer_cancel(http_xfer *x)
 {
-    curl_multi_remove_handle(g_multi, x->easy);
+    curl_lazy.multi_remove_handle(g_multi, x->easy);
     unlink_active(x);
     xfer_release(x);
 }
@@ -660,9 +675,9 @@ static const char *error_kind(CURLcode rc, const http_xfer *x)
 static void finish(CURL *e, CURLcode rc)
 {
     http_xfer *x = NULL;
-    if (curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x) != CURLE_OK || x == NULL)
+    if (curl_lazy.easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x) != CURLE_OK || x == NULL)
         return;
-    curl_multi_remove_handle(g_multi, e);
+    curl_lazy.multi_remove_handle(g_multi, e);
     unlink_active(x);
 
     http_result r;
@@ -670,7 +685,7 @@ static void finish(CURL *e, CURLcode rc)
     r.detail = "";
     if (rc == CURLE_OK) {
         long status = 0;
-        (void)curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+        (void)curl_lazy.easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
         r.status = status;
         r.body = x->rbody != NULL ? x->rbody : "";
         r.body_len = x->rlen;
@@ -679,7 +694,7 @@ static void finish(CURL *e, CURLcode rc)
         r.nhdrs = x->nh;
     } else {
         r.error = error_kind(rc, x);
-        r.detail = x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(rc);
+        r.detail = x->errbuf[0] != '\0' ? x->errbuf : curl_lazy.easy_strerror(rc);
     }
     x->done(x->user, &r);
     xfer_release(x);
@@ -728,15 +743,15 @@ void http_poll_handle(const struct pollfd *p, size_t n)
             ev |= CURL_CSELECT_OUT;
         if (p[i].revents & (POLLERR | POLLNVAL))
             ev |= CURL_CSELECT_ERR;
-        (void)curl_multi_socket_action(g_multi, p[i].fd, ev, &running);
+        (void)curl_lazy.multi_socket_action(g_multi, p[i].fd, ev, &running);
     }
     if (g_deadline >= 0 && now_ms() >= g_deadline) {
         g_deadline = -1; /* curl sets the next one from inside socket_action */
-        (void)curl_multi_socket_action(g_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        (void)curl_lazy.multi_socket_action(g_multi, CURL_SOCKET_TIMEOUT, 0, &running);
     }
     CURLMsg *m;
     int left;
-    while ((m = curl_multi_info_read(g_multi, &left)) != NULL) {
+    while ((m = curl_lazy.multi_info_read(g_multi, &left)) != NULL) {
         if (m->msg != CURLMSG_DONE)
             continue;
         CURL *e = m->easy_handle;

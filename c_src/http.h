@@ -44,8 +44,12 @@ typedef void (*http_done_fn)(void *user, const http_result *r);
 int http_header_next(const http_result *r, size_t *pos, const char **name, size_t *nlen,
                      const char **value, size_t *vlen);
 
-int http_global_init(void);     /* after curl_global_init; 0 / -1 */
-void http_global_cleanup(void); /* aborts every transfer, no callbacks */
+/* Loads libcurl on the first call (curl_lazy.h) and sets up the multi
+ * handle; needed before http_xfer_new. 0, or -1 with *why a message for a
+ * log line (a later call tries again). */
+int http_open(const char **why);
+/* Aborts every transfer (no callbacks), then curl_global_cleanup. */
+void http_global_cleanup(void);
 
 /* Extra trusted CA bundle (in addition to the system store) for transfers
  * started from now on; NULL: system store only. 0 / -1. */
@@ -60,14 +64,13 @@ typedef enum {
     HTTP_SET_NOMEM
 } http_set_status;
 
-http_xfer *http_xfer_new(void);
+http_xfer *http_xfer_new(void); /* NULL: out of memory, or not http_open */
 void http_xfer_free(http_xfer *x); /* only for a transfer never started; NULL ok */
 /* GET HEAD POST PUT PATCH DELETE (upper case). */
 http_set_status http_xfer_method(http_xfer *x, const char *method);
-/* Absolute http:// or https:// URL with a host, NUL-terminated, at most
- * HTTP_URL_MAX bytes, sent as given. http_url_check: 0 if acceptable. */
+/* Absolute http:// or https:// URL with a host (as libcurl parses it),
+ * NUL-terminated, at most HTTP_URL_MAX bytes, sent as given. */
 http_set_status http_xfer_url(http_xfer *x, const char *url);
-int http_url_check(const char *url);
 /* One request header; name is a token, value without CR/LF/NUL. A
  * Content-Length is ignored (libcurl sends the real one). */
 http_set_status http_xfer_header(http_xfer *x, const char *name, size_t nlen,

@@ -23,8 +23,6 @@
 #include <sys/prctl.h>
 #endif
 
-#include <curl/curl.h>
-
 #include "dispatch.h"
 #include "erlcmd.h"
 #include "http.h"
@@ -83,10 +81,8 @@ int main(void)
     sa.sa_handler = on_alarm;
     (void)sigaction(SIGALRM, &sa, NULL);
 
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || http_global_init() != 0) {
-        (void)fprintf(stderr, "ibkr_oauth_port: libcurl initialisation failed\n");
-        return 1;
-    }
+    /* libcurl is not touched here: http_open loads it at the first HTTP
+     * request, so start-up does not pay for its ~30 libraries. */
     size_t pcap = 16;
     struct pollfd *pfds = malloc(pcap * sizeof *pfds);
     erlcmd cmd;
@@ -145,8 +141,7 @@ int main(void)
 
     alarm(EXIT_BACKSTOP_S);
     dispatch_shutdown(); /* wipes the session first */
-    http_global_cleanup();
-    curl_global_cleanup();
+    http_global_cleanup(); /* and curl_global_cleanup, if libcurl was loaded */
     erlcmd_destroy(&cmd);
     free(pfds);
     return status;

@@ -29,7 +29,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <ei.h>
 
 #include "../dispatch.h"
@@ -345,8 +344,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) // NOLINT(readability-non-cons
 {
     (void)argc;
     (void)argv;
+    const char *why;
     if (pipe2(g_in, O_NONBLOCK | O_CLOEXEC) != 0 || pipe2(g_out, O_NONBLOCK | O_CLOEXEC) != 0 ||
-        curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || http_global_init() != 0)
+        http_open(&why) != 0)
         fail("setup failed");
 
     static fuzz_vectors v; /* lives as long as the process (LSan) */
