@@ -27,7 +27,8 @@
 %% `not_authenticated', `lst_expired', `no_pending_handshake', `bad_dh_response',
 %% `lst_signature_mismatch', `{http, Status, Body}' (handshake refused),
 %% `{bad_response, not_json | missing_field}', `{transport, Kind}',
-%% `too_large', `cancelled'. No reason contains a key, the decrypted secret
+%% `too_large', `cancelled', `rate_limited' (request/4: the rate limit
+%% cannot let it go before its deadline; not sent). No reason contains a key, the decrypted secret
 %% or the LST.
 -module(ibkr_oauth).
 
@@ -176,7 +177,9 @@ stop(Server) ->
         true ->
             try gen_server:stop(Server, normal, ?STOP_TIMEOUT)
             catch
-                exit:Reason -> {error, exit_reason(Reason)}
+                exit:Reason -> {error, exit_reason(Reason)};
+                %% {via, M, _} with an M that has no whereis_name/1
+                error:undef -> {error, noproc}
             end;
         false -> {error, {badarg, server}}
     end.
@@ -300,8 +303,11 @@ request(Server, Method, Path) -> request(Server, Method, Path, #{}).
 %% Rate limit (config `rate_limit'): every request waits, in order, until
 %% the session's global limit (default 50 per second) and its endpoint's
 %% limit (default IBKR's documented table, e.g. `/portfolio/accounts' 1 per
-%% 5 s) have room, so IBKR never sees more than that. Nothing is dropped;
-%% a request whose timeout runs out while it waits gets `{error, timeout}'.
+%% 5 s) have room, so IBKR never sees more than that. Nothing is dropped
+%% silently: a request the limit cannot let go before its deadline (the
+%% least wait for a slot reaches it) is answered `{error, rate_limited}' as
+%% soon as the session knows, and was never sent (safe to retry, even a
+%% `post'); `{error, timeout}' when its deadline passes otherwise.
 -spec request(server(), method(), binary(), request_opts()) ->
     {ok, response()} | {error, term()}.
 request(Server, Method, Path, Opts) ->
@@ -320,6 +326,9 @@ request(Server, Method, Path, Opts) ->
         CallTimeout = case Timeout of
                           default -> ?BACKSTOP;
                           infinity -> infinity;
+                          %% above the longest timer: the session's own
+                          %% deadline answers anyway
+                          _ when Timeout + ?CALL_MARGIN > ?MAX_TIMEOUT -> infinity;
                           _ -> Timeout + ?CALL_MARGIN
                       end,
         {PathQuery, Headers, Body, Timeout, CallTimeout}
@@ -434,15 +443,20 @@ websocket_info(Server) ->
 %% (number of LSTs so far), `os_pid' (of the port program).
 -spec stats(server()) -> stats() | {error, term()}.
 stats(Server) ->
-    call(Server, stats, ?CALL_TIMEOUT).
+    case call(Server, stats, ?CALL_TIMEOUT) of
+        #{epoch := _} = Stats -> Stats;
+        {error, _} = E -> E;
+        _ -> {error, {badarg, server}}           % not a session
+    end.
 
 %% @doc The OS pid of the session's port program.
 -spec os_pid(server()) -> non_neg_integer() | {error, term()}.
 os_pid(Server) ->
     case call(Server, os_pid, ?CALL_TIMEOUT) of
-        Pid when is_integer(Pid) -> Pid;
+        Pid when is_integer(Pid), Pid >= 0 -> Pid;
         undefined -> {error, port_down};
-        {error, _} = E -> E
+        {error, _} = E -> E;
+        _ -> {error, {badarg, server}}           % not a session
     end.
 
 %%====================================================================
@@ -468,6 +482,7 @@ exit_reason(normal) -> noproc;
 exit_reason(shutdown) -> noproc;
 exit_reason({shutdown, _}) -> noproc;
 exit_reason({nodedown, _}) -> noproc;
+exit_reason({undef, _}) -> noproc;              % {via, M, _}: M has no whereis_name/1
 exit_reason(killed) -> port_down;
 exit_reason(_) -> port_down.
 

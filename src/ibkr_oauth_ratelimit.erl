@@ -24,7 +24,7 @@
 -module(ibkr_oauth_ratelimit).
 
 -export([new/1, ibkr_endpoints/0, default_spec/0, keys/2,
-         acquire/3, complete/3, release/2, in_flight/1]).
+         acquire/3, complete/3, release/2, in_flight/1, min_wait/2]).
 
 -export_type([limiter/0, spec/0, rule/0, key/0, token/0]).
 
@@ -165,6 +165,17 @@ complete(Token, Now, L) ->
 -spec release(token(), limiter()) -> limiter().
 release(Token, L) ->
     update(Token, fun(#bucket{in_flight = F} = Bk) -> Bk#bucket{in_flight = max(0, F - 1)} end, L).
+
+%% @doc The least time (ms) before every key of `{wait, Full}' (as
+%% {@link acquire/3} returns it) has room: a key full of requests in flight
+%% frees a slot one period after an answer, so at least its period. Nothing
+%% frees a slot sooner, so a request whose deadline comes first cannot go.
+-spec min_wait([{key(), non_neg_integer() | infinity}, ...], limiter()) -> non_neg_integer().
+min_wait(Full, #lim{buckets = B}) ->
+    lists:max([case W of
+                   infinity -> (maps:get(K, B))#bucket.period;
+                   _ -> W
+               end || {K, W} <- Full]).
 
 %% @doc The number of slots in flight per key (for tests and introspection).
 -spec in_flight(limiter()) -> #{key() => non_neg_integer()}.

@@ -24,7 +24,9 @@
 %% configured `refresh_margin' capped at half the token's lifetime (so a
 %% short-lived token cannot cause a handshake per request). After a handshake
 %% done by the port, a timer renews the LST at `expires_at - margin' (failed
-%% renewals retry with backoff 1 s, 2 s, 4 s ... 60 s). An LST handed in with
+%% renewals retry with backoff 1 s, 2 s, 4 s ... 60 s; meanwhile requests,
+%% including those that waited for the failed renewal, still use the current
+%% LST until it expires). An LST handed in with
 %% `lst_complete' (bring-your-own-HTTP) is used by `request/4' but never
 %% renewed in the background: that session's owner does its own HTTP. In the
 %% same spirit `POST /tickle' and the `POST /logout' on stop are only sent by
@@ -35,7 +37,8 @@
 %% brokerage-session call, tickles, logout) passes through
 %% {@link ibkr_oauth_ratelimit}: it goes out when the global and endpoint
 %% limits have room, else it waits in `rl_queue' (never dropped; a request
-%% keeps its own deadline there). The session's own jobs go first. The queue
+%% keeps its own deadline there, and is answered `{error, rate_limited}' as
+%% soon as the least wait for its keys reaches that deadline). The session's own jobs go first. The queue
 %% is walked in order and a job whose keys have room may pass one that
 %% waits for another endpoint; once the global key is full nobody passes.
 %% A timer fires when the first slot frees up, and every answer from the
@@ -153,7 +156,8 @@
 -define(START_TIMEOUT, 30000).
 -define(LOGOUT_TIMEOUT, 2000).
 -define(MAX_ID, 16#FFFFFFFFFFFFFFFF).
--define(BATCH_MAX, 1048576).    % bytes of sign frames per batch frame
+-define(BATCH_MAX, 1048576).
+-define(PORT_MAX_TIMEOUT, 16#7FFFFFFF).   % ms, the largest the port accepts    % bytes of sign frames per batch frame
 -define(RESTART_WINDOW, 30000).
 -define(RESTART_MAX, 5).
 -define(BACKOFF_MAX, 60000).
@@ -674,7 +678,7 @@ transmit(Ref, Token, #st{reqs = Reqs} = St) ->
             Http = #{method => method_bin(R#req.method),
                      url => R#req.url,
                      headers => R#req.headers,
-                     timeout => case Left of infinity -> 0; _ -> Left end,
+                     timeout => port_timeout(Left),
                      sign => true},
             Cmd = {http, case R#req.body of
                              <<>> -> Http;
@@ -887,7 +891,11 @@ drain_pass(#st{rl_queue = Q} = St) ->
             drain_pass(St1#st{rl_queue = queue:from_list(Own ++ Kept ++ Reqs)})
     end.
 
--spec walk([job()], [job()], #{ibkr_oauth_ratelimit:key() => true},
+%% `Blocked' maps each full key to the least wait before it has room
+%% (ibkr_oauth_ratelimit:min_wait/2): a request whose deadline comes sooner
+%% cannot be sent in time and is answered `{error, rate_limited}' at once
+%% rather than `{error, timeout}' when its deadline is up.
+-spec walk([job()], [job()], #{ibkr_oauth_ratelimit:key() => non_neg_integer()},
            non_neg_integer() | infinity, integer(), state()) ->
     {[job()], non_neg_integer() | infinity, state()}.
 walk([], Kept, _Blocked, Wait, _Now, St) ->
@@ -897,24 +905,57 @@ walk([Job | Rest], Kept, Blocked, Wait, Now, St) ->
         gone -> walk(Rest, Kept, Blocked, Wait, Now, St);
         Path ->
             Keys = ibkr_oauth_ratelimit:keys(Path, St#st.limiter),
-            case [K || K <- Keys, is_map_key(K, Blocked)] of
-                [_ | _] -> walk(Rest, [Job | Kept], Blocked, Wait, Now, St);
+            case [W || K <- Keys, #{K := W} <- [Blocked]] of
+                [_ | _] = Ws ->
+                    Least = lists:max(Ws),
+                    walk(Rest, keep(Job, Least, Now, Kept, St), Blocked, Wait, Now,
+                         give_up(Job, Least, Now, St));
                 [] ->
                     case ibkr_oauth_ratelimit:acquire(Keys, Now, St#st.limiter) of
                         {ok, Token, L} ->
                             St1 = run_job(Job, Token, St#st{limiter = L}),
                             walk(Rest, Kept, Blocked, Wait, Now, St1);
                         {wait, Full} ->
-                            Blocked1 = maps:merge(Blocked, maps:from_list([{K, true} || {K, _} <- Full])),
+                            Least = ibkr_oauth_ratelimit:min_wait(Full, St#st.limiter),
+                            Blocked1 = maps:merge(Blocked, maps:from_list(
+                                         [{K, ibkr_oauth_ratelimit:min_wait([KW], St#st.limiter)}
+                                          || {K, _} = KW <- Full])),
                             Wait1 = lists:min([Wait | [W || {_, W} <- Full]]),
+                            Kept1 = keep(Job, Least, Now, Kept, St),
+                            St1 = give_up(Job, Least, Now, St),
                             case is_map_key(global, Blocked1) of
                                 %% Every job needs the global key: stop here.
-                                true -> {lists:reverse(Kept, [Job | Rest]), Wait1, St};
-                                false -> walk(Rest, [Job | Kept], Blocked1, Wait1, Now, St)
+                                true -> {lists:reverse(Kept1, Rest), Wait1, St1};
+                                false -> walk(Rest, Kept1, Blocked1, Wait1, Now, St1)
                             end
                     end
             end
     end.
+
+%% A request that cannot leave before its deadline (the least wait for its
+%% keys reaches it): never sent, answered now.
+-spec hopeless(job(), non_neg_integer(), integer(), state()) -> boolean().
+hopeless({req, Ref}, Least, Now, #st{reqs = Reqs}) ->
+    case Reqs of
+        #{Ref := #req{deadline = D}} when is_integer(D) -> Now + Least >= D;
+        _ -> false
+    end;
+hopeless(_, _, _, _) -> false.
+
+-spec keep(job(), non_neg_integer(), integer(), [job()], state()) -> [job()].
+keep(Job, Least, Now, Kept, St) ->
+    case hopeless(Job, Least, Now, St) of
+        true -> Kept;
+        false -> [Job | Kept]
+    end.
+
+-spec give_up(job(), non_neg_integer(), integer(), state()) -> state().
+give_up({req, Ref} = Job, Least, Now, St) ->
+    case hopeless(Job, Least, Now, St) of
+        true -> finish(Ref, {error, rate_limited}, throttled(Ref, St));
+        false -> St
+    end;
+give_up(_, _, _, St) -> St.
 
 %% The path a queued job counts against, or `gone' when it no longer waits
 %% (a request that timed out, a handshake that was reset).
@@ -1038,7 +1079,13 @@ send_handshake(Token, St) ->
 
 -spec handshake_timeout(state()) -> pos_integer().
 handshake_timeout(#st{request_timeout = infinity}) -> 60000;
-handshake_timeout(#st{request_timeout = T}) -> T.
+handshake_timeout(#st{request_timeout = T}) -> min(T, ?PORT_MAX_TIMEOUT).
+
+%% The port takes timeouts up to 2^31-1 ms (0: none). Longer ones (the API
+%% allows 2^32-1) are the session's own deadline timer's business.
+-spec port_timeout(integer() | infinity) -> non_neg_integer().
+port_timeout(Ms) when is_integer(Ms), Ms =< ?PORT_MAX_TIMEOUT -> Ms;
+port_timeout(_) -> 0.
 
 -spec handshake_done(term(), state()) -> state().
 handshake_done({ok, #{expires_at := E}}, #st{handshake = {lst, _, Origin}} = St)
@@ -1102,32 +1149,40 @@ release(St) ->
 %% The handshake failed: every waiter gets its error; a background one is
 %% retried with backoff.
 -spec release_error({error, term()}, origin(), state()) -> state().
+%% A failed renewal leaves the current LST in use until it expires (see
+%% usable/1): requests that waited for the renewal go out with it, except
+%% those whose 401 started it.
 release_error(Error, Origin, #st{auth_waiters = W, queue = Q} = St) ->
     [gen_server:reply(From, Error) || From <- lists:reverse(W)],
     St1 = St#st{handshake = undefined, auth_waiters = [], queue = [],
                 counters = maps:update_with(errors, fun(N) -> N + length(W) end,
                                             St#st.counters)},
-    St2 = lists:foldl(fun(Ref, Acc) ->
-                              case Acc#st.reqs of
-                                  #{Ref := #req{where = queued}} -> finish(Ref, Error, Acc);
-                                  _ -> Acc
-                              end
-                      end, St1, lists:reverse(Q)),
-    case Origin of
-        renew ->
-            Backoff = min(?BACKOFF_MAX, max(1000, 2 * St2#st.backoff)),
-            cancel_timer(St2#st.renew_timer),
-            St2#st{backoff = Backoff,
-                   renew_timer = erlang:send_after(Backoff, self(), renew)};
-        demand -> St2
-    end.
+    St2 = case Origin of
+              renew ->
+                  Backoff = min(?BACKOFF_MAX, max(1000, 2 * St1#st.backoff)),
+                  cancel_timer(St1#st.renew_timer),
+                  St1#st{backoff = Backoff,
+                         renew_timer = erlang:send_after(Backoff, self(), renew)};
+              demand -> St1
+          end,
+    lists:foldl(fun(Ref, Acc) ->
+                        case Acc#st.reqs of
+                            #{Ref := #req{where = queued, retried_401 = false}} when Origin =:= renew ->
+                                case usable(Acc) of
+                                    true -> send_req(Ref, Acc);
+                                    false -> finish(Ref, Error, Acc)
+                                end;
+                            #{Ref := #req{where = queued}} -> finish(Ref, Error, Acc);
+                            _ -> Acc
+                        end
+                end, St2, lists:reverse(Q)).
 
 -spec new_lst(integer(), port | user, state()) -> state().
 new_lst(ExpiresAt, Source, #st{epoch = Ep} = St) ->
     Now = erlang:system_time(millisecond),
     cancel_timer(St#st.renew_timer),
     St1 = bump(handshakes, St#st{auth = {lst, ExpiresAt, Now, Source}, epoch = Ep + 1,
-                                 renew_timer = undefined}),
+                                 renew_timer = undefined, backoff = 0}),
     case Source of
         port ->
             Delay = max(1000, ExpiresAt - margin(St1) - Now),
@@ -1141,9 +1196,13 @@ margin(#st{auth = {lst, E, Obtained, _}, refresh_margin = M}) ->
     min(M, max(0, E - Obtained) div 2);
 margin(#st{refresh_margin = M}) -> M.
 
+%% Within the margin the LST is renewed; while a background renewal fails
+%% (backoff > 0, retried by the renew timer) it is still used until it
+%% expires rather than failing requests it can sign.
 -spec usable(state()) -> boolean().
-usable(#st{auth = {lst, E, _, _}} = St) ->
-    erlang:system_time(millisecond) + margin(St) < E;
+usable(#st{auth = {lst, E, _, _}, backoff = Backoff} = St) ->
+    Now = erlang:system_time(millisecond),
+    Now + margin(St) < E orelse (Backoff > 0 andalso Now < E);
 usable(_) -> false.
 
 -spec has_live_lst(state()) -> boolean().

@@ -77,6 +77,20 @@ all_or_nothing_test() ->
     %% both full: both listed
     ?assertEqual({wait, [{global, 990}, {<<"/slow">>, 4990}]}, ?RL:acquire(Keys, 20, Lots)).
 
+%% The least wait: a known wait as is; a key full of requests in flight at
+%% least one period; several keys, the longest.
+min_wait_test() ->
+    L0 = lim(10, [{<<"/slow">>, 1, 5000}]),
+    Keys = ?RL:keys(<<"/slow">>, L0),
+    {ok, T, L1} = ?RL:acquire(Keys, 0, L0),
+    {wait, InFlight} = ?RL:acquire(Keys, 0, L1),
+    ?assertEqual(5000, ?RL:min_wait(InFlight, L1)),
+    L2 = ?RL:complete(T, 100, L1),
+    {wait, Answered} = ?RL:acquire(Keys, 1100, L2),
+    ?assertEqual(4000, ?RL:min_wait(Answered, L2)),
+    ?assertEqual(4000, ?RL:min_wait([{global, 990}, {<<"/slow">>, 4000}], L2)),
+    ?assertEqual(1000, ?RL:min_wait([{global, infinity}, {<<"/slow">>, 20}], L2)).
+
 %% A token that was never used frees its slots at once.
 release_test() ->
     L0 = lim(1, []),

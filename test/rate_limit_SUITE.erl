@@ -11,7 +11,7 @@
          init_per_testcase/2, end_per_testcase/2]).
 -export([global_limit_never_exceeded/1, endpoint_limit_and_queue/1,
          ibkr_defaults_apply/1, session_tickles_are_limited/1, no_limit/1,
-         bad_rate_limit_config/1]).
+         bad_rate_limit_config/1, default_limit_refuses_hopeless/1]).
 
 -define(F, ibkr_fake_server).
 -define(L, ibkr_check_lib).
@@ -23,7 +23,8 @@ suite() -> [{timetrap, {minutes, 2}}].
 
 all() ->
     [global_limit_never_exceeded, endpoint_limit_and_queue, ibkr_defaults_apply,
-     session_tickles_are_limited, no_limit, bad_rate_limit_config].
+     session_tickles_are_limited, no_limit, bad_rate_limit_config,
+     default_limit_refuses_hopeless].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ibkr_oauth),
@@ -48,6 +49,7 @@ options(global_limit_never_exceeded) -> #{rate_limit => #{global => 50, endpoint
 options(endpoint_limit_and_queue) ->
     #{rate_limit => #{global => 50, endpoints => [{?ACCOUNTS, 1, 60000}]}};
 options(ibkr_defaults_apply) -> #{};
+options(default_limit_refuses_hopeless) -> #{};
 options(session_tickles_are_limited) -> #{tickle_interval => 50};
 options(no_limit) -> #{rate_limit => none};
 options(bad_rate_limit_config) -> #{rate_limit => none}.
@@ -83,8 +85,8 @@ endpoint_limit_and_queue(Config) ->
     ?L:wait_until(fun() -> maps:get(rate_limit_queued, ibkr_oauth:stats(S)) =:= 1 end, 10000),
     %% Not behind the waiting one:
     {ok, #{status := 200, queued_ms := 0}} = ibkr_oauth:request(S, get, ?POSITIONS, #{}),
-    %% Its own deadline while queued:
-    ?assertEqual({error, timeout}, ibkr_oauth:request(S, get, ?ACCOUNTS, #{timeout => 100})),
+    %% Its deadline comes before the slot can free: refused at once.
+    ?assertEqual({error, rate_limited}, ibkr_oauth:request(S, get, ?ACCOUNTS, #{timeout => 100})),
     #{rate_limit_queued := 1, rate_limited := 2} = ibkr_oauth:stats(S),  % both that waited
     receive {Waiting, Early} -> ct:fail({answered_early, Early}) after 0 -> ok end,
     %% A crashed port fails the queued request too.
@@ -92,8 +94,23 @@ endpoint_limit_and_queue(Config) ->
     ?assertEqual([{error, port_down}], ?L:collect([Waiting], 10000)),
     ?L:wait_until(fun() -> maps:get(rate_limit_queued, ibkr_oauth:stats(S)) =:= 0 end, 10000),
     %% The server still counts the first one: so does the session.
-    ?assertEqual({error, timeout}, ibkr_oauth:request(S, get, ?ACCOUNTS, #{timeout => 300})),
+    ?assertEqual({error, rate_limited}, ibkr_oauth:request(S, get, ?ACCOUNTS, #{timeout => 300})),
     ?assertEqual(1, maps:get(?ACCOUNTS, stat(by_path))).
+
+%% Defaults (no rate_limit, request_timeout 10 s): three concurrent GETs of
+%% /portfolio/accounts (IBKR: 1 per 5 s). The first goes at once, the second
+%% 5 s after its answer; the third could only go 5 s after the second's
+%% answer, past its deadline: it is answered {error, rate_limited} (never
+%% sent) as soon as the session knows, not {error, timeout} at its deadline.
+default_limit_refuses_hopeless(Config) ->
+    S = ?config(session, Config),
+    {ok, _} = ibkr_oauth:authenticate(S),
+    Pids = ?L:spawn_callers([fun() -> ibkr_oauth:request(S, get, ?ACCOUNTS) end || _ <- [1, 2, 3]]),
+    Results = ?L:collect(Pids, 30000),
+    ?assertEqual([200, 200, {error, rate_limited}],
+                 lists:sort([case R of {ok, #{status := St}} -> St; E -> E end || R <- Results])),
+    ?assertEqual(2, maps:get(?ACCOUNTS, stat(by_path))),
+    ?assertMatch(#{rate_limited := 2, rate_limit_queued := 0, errors := 1}, ibkr_oauth:stats(S)).
 
 %% Without a rate_limit key IBKR's table applies: /portfolio/accounts at
 %% most once per 5 s, counted from the answer.

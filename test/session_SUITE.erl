@@ -14,7 +14,7 @@
          empty_post_sends_content_length/1, rate_limit_honoured/1,
          rate_limit_beyond_timeout/1, server_errors_returned/1, get_retried_after_drop/1,
          post_not_retried_after_drop/1, timeout_then_keeps_working/1,
-         concurrent_requests/1]).
+         concurrent_requests/1, renewal_failure_keeps_lst/1]).
 
 -define(F, ibkr_fake_server).
 -define(ACCOUNTS, <<"/portfolio/accounts">>).
@@ -30,7 +30,8 @@ all() ->
      reauth_once_for_concurrent_401s, single_401_retried, tickle_interval, stop_logs_out,
      query_params_signed, empty_post_sends_content_length, rate_limit_honoured,
      rate_limit_beyond_timeout, server_errors_returned, get_retried_after_drop,
-     post_not_retried_after_drop, timeout_then_keeps_working, concurrent_requests].
+     post_not_retried_after_drop, timeout_then_keeps_working, concurrent_requests,
+     renewal_failure_keeps_lst].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ibkr_oauth),
@@ -52,6 +53,7 @@ end_per_testcase(_Case, Config) ->
 session_options(brokerage_session) -> #{brokerage_session => true};
 session_options(post_not_retried_after_drop) -> #{brokerage_session => true};
 session_options(refresh_before_expiry) -> #{refresh_margin => 1};
+session_options(renewal_failure_keeps_lst) -> #{refresh_margin => 4};
 session_options(tickle_interval) -> #{tickle_interval => 200};
 session_options(_) -> #{}.
 
@@ -276,6 +278,24 @@ concurrent_requests(Config) ->
     ?assertEqual(lists:duplicate(50, lists:duplicate(20, 200)), Results),
     ?assertEqual(1000, maps:get(?ACCOUNTS, stat(by_path))),
     ?assertEqual(1, stat(handshakes)).
+
+%% The background renewal (4 s before an 8 s LST expires) is refused: a
+%% request that waited for it goes out with the current LST, still valid,
+%% instead of failing with the renewal's 401; the renewal is retried and
+%% succeeds. (It failed with {http, 401, _}.)
+renewal_failure_keeps_lst(Config) ->
+    S = ?config(session, Config),
+    ok = ?F:set_fault({expire_lst_in_ms, 8000}),
+    {ok, _} = ibkr_oauth:authenticate(S),
+    ok = ?F:set_fault({slow, 1000, 1}),            % the renewal's LST request
+    ok = ?F:set_fault({reject_lst, 1}),
+    ok = ibkr_check_lib:wait_until(
+           fun() -> maps:get(handshake_in_flight, ibkr_oauth:stats(S)) end, 15000),
+    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}),
+    ok = ibkr_check_lib:wait_until(fun() -> stat(handshakes) =:= 2 end, 15000),
+    ?assertEqual(3, stat(lst_requests)),
+    ?assertEqual(1, maps:get(401, stat(statuses), 0)),   % only the refused LST request
+    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}).
 
 %%% ---------------------------------------------------------------- helpers
 

@@ -8,7 +8,8 @@
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
 -export([websocket_info_tickles_once/1, websocket_info_errors/1,
-         sign_with_expired_lst/1, request_log_events/1, stats_counters/1]).
+         sign_with_expired_lst/1, request_log_events/1, stats_counters/1,
+         not_a_session/1, longest_timeout/1]).
 -export([log/2]).
 
 -define(F, ibkr_fake_server).
@@ -20,7 +21,7 @@ suite() -> [{timetrap, {minutes, 2}}].
 
 all() ->
     [websocket_info_tickles_once, websocket_info_errors, sign_with_expired_lst,
-     request_log_events, stats_counters].
+     request_log_events, stats_counters, not_a_session, longest_timeout].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ibkr_oauth),
@@ -28,6 +29,10 @@ init_per_suite(Config) ->
 
 end_per_suite(_Config) -> ok.
 
+init_per_testcase(not_a_session, Config) ->
+    {ok, S} = ibkr_oauth:start_link(ibkr_test_lib:vector_config(public)),
+    unlink(S),
+    [{session, S} | Config];
 init_per_testcase(sign_with_expired_lst, Config) ->
     {ok, S} = ibkr_oauth:start_link(ibkr_test_lib:vector_config(public)),
     unlink(S),
@@ -44,6 +49,42 @@ end_per_testcase(_Case, Config) ->
     ?F:stop().
 
 %%% ----------------------------------------------------------------- cases
+
+%% Servers that are not sessions: answers, never an exception in the caller.
+%% A {via, M, _} whose M has no whereis_name/1 raised error:undef from
+%% stop/1 (and read as port_down elsewhere); a gen_server that answers
+%% something else made os_pid/1 crash with a case_clause.
+not_a_session(_Config) ->
+    Via = {via, no_such_registry_module, x},
+    ?assertEqual({error, noproc}, ibkr_oauth:stop(Via)),
+    ?assertEqual({error, noproc}, ibkr_oauth:stats(Via)),
+    ?assertEqual({error, noproc}, ibkr_oauth:request(Via, get, ?ACCOUNTS)),
+    {ok, Other} = gen_server:start(session_api_SUITE_other, [], []),
+    try
+        ?assertEqual({error, {badarg, server}}, ibkr_oauth:os_pid(Other)),
+        ?assertEqual({error, {badarg, server}}, ibkr_oauth:stats(Other))
+    after
+        gen_server:stop(Other)
+    end.
+
+%% The longest timeout request/4 and request_timeout accept (2^32-1 ms)
+%% work. The call's own wait (timeout plus a margin) went past the longest
+%% Erlang timer (gen_server:call raised in the caller), and the port, which
+%% takes at most 2^31-1 ms, answered {error, {badarg, timeout}} to the
+%% request and to every handshake.
+longest_timeout(Config) ->
+    S = ?config(session, Config),
+    Longest = 4294967295,
+    ?assertMatch({ok, #{status := 200}},
+                 ibkr_oauth:request(S, get, ?POSITIONS, #{timeout => Longest})),
+    {ok, S2} = ibkr_oauth:start_link((?config(client, Config))#{request_timeout => Longest}),
+    unlink(S2),
+    try
+        ?assertMatch({ok, #{expires_at := _}}, ibkr_oauth:authenticate(S2)),
+        ?assertMatch({ok, #{status := 200}}, ibkr_oauth:request(S2, get, ?POSITIONS))
+    after
+        ibkr_oauth:stop(S2)
+    end.
 
 %% The first call authenticates and tickles; the answer is the websocket
 %% URL with the access token and the /tickle session as the api cookie. A
