@@ -131,6 +131,7 @@
     %% queued: waiting for the rate limiter
     handshake :: undefined | {lst | ssodh, id() | queued, origin()},
     auth_waiters = [] :: [from()],
+    hs_epoch = 0 :: non_neg_integer(),          % epoch when the handshake started
     renew_timer :: reference() | undefined,
     backoff = 0 :: non_neg_integer(),
     tickle_timer :: reference() | undefined,
@@ -1058,7 +1059,7 @@ websocket_reply(_, _St) -> {error, bad_reply}.
 start_handshake(_Origin, #st{handshake = {_, _, _}} = St) ->
     St;
 start_handshake(Origin, St) ->
-    gate(handshake, St#st{handshake = {lst, queued, Origin}}).
+    gate(handshake, St#st{handshake = {lst, queued, Origin}, hs_epoch = St#st.epoch}).
 
 %% The limiter let the LST request go.
 -spec send_handshake(ibkr_oauth_ratelimit:token(), state()) -> state().
@@ -1096,6 +1097,14 @@ handshake_done({ok, #{expires_at := E}}, #st{handshake = {lst, _, Origin}} = St)
     case St1#st.brokerage_session of
         true -> open_brokerage(Origin, St1);
         false -> release(St1)
+    end;
+handshake_done(_Reply, #st{handshake = {lst, _, _}, epoch = Ep, hs_epoch = HsEp} = St)
+  when Ep > HsEp ->
+    %% lst_complete/2 installed an LST meanwhile (taking the DH exponent of
+    %% this handshake, which then failed): waiters and queue get that one.
+    case usable(St) of
+        true -> release(St);
+        false -> release_error({error, not_authenticated}, demand, St)
     end;
 handshake_done(Reply, #st{handshake = {lst, _, Origin}} = St) ->
     Error = case Reply of

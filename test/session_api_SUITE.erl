@@ -9,7 +9,7 @@
          init_per_testcase/2, end_per_testcase/2]).
 -export([websocket_info_tickles_once/1, websocket_info_errors/1,
          sign_with_expired_lst/1, request_log_events/1, stats_counters/1,
-         not_a_session/1, longest_timeout/1]).
+         not_a_session/1, longest_timeout/1, lst_complete_during_authenticate/1]).
 -export([log/2]).
 
 -define(F, ibkr_fake_server).
@@ -21,7 +21,8 @@ suite() -> [{timetrap, {minutes, 2}}].
 
 all() ->
     [websocket_info_tickles_once, websocket_info_errors, sign_with_expired_lst,
-     request_log_events, stats_counters, not_a_session, longest_timeout].
+     request_log_events, stats_counters, not_a_session, longest_timeout,
+     lst_complete_during_authenticate].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ibkr_oauth),
@@ -66,6 +67,26 @@ not_a_session(_Config) ->
     after
         gen_server:stop(Other)
     end.
+
+%% An LST handed in with lst_request/2 + lst_complete/2 while the port's
+%% handshake waits for the server: that handshake loses its DH exponent and
+%% fails, but authenticate/1 answers with the LST the session now holds
+%% (it answered {error, no_pending_handshake}).
+lst_complete_during_authenticate(Config) ->
+    S = ?config(session, Config),
+    [C | _] = maps:get(cases, ibkr_test_lib:vectors(public)),
+    ok = ?F:set_fault({slow, 2000, 1}),
+    [Auth] = ?L:spawn_callers([fun() -> ibkr_oauth:authenticate(S) end]),
+    ok = ?L:wait_until(fun() -> maps:get(lst_requests, ?F:stats()) =:= 1 end, 10000),
+    {ok, _} = ibkr_oauth:lst_request(S, maps:with([nonce, timestamp, dh_random], C)),
+    Expires = erlang:system_time(millisecond) + 3600000,
+    {ok, #{expires_at := Expires}} =
+        ibkr_oauth:lst_complete(S, #{diffie_hellman_response => maps:get(diffie_hellman_response, C),
+                                     live_session_token_signature => maps:get(live_session_token_signature, C),
+                                     live_session_token_expiration => Expires}),
+    ?assertEqual([{ok, #{expires_at => Expires}}], ?L:collect([Auth], 10000)),
+    ?assertMatch(#{handshake_in_flight := false, authenticated := true, expires_at := Expires},
+                 ibkr_oauth:stats(S)).
 
 %% The longest timeout request/4 and request_timeout accept (2^32-1 ms)
 %% work. The call's own wait (timeout plus a margin) went past the longest
