@@ -437,7 +437,8 @@ websocket_info(Server) ->
 %% `handshakes' (LSTs obtained), `errors' (error replies), `port_restarts',
 %% `in_flight' (commands at the port), `queued' (requests waiting for a
 %% handshake), `rate_limited' (requests that had to wait for the rate
-%% limit), `rate_limit_queued' (requests waiting for it now),
+%% limit, including those it refused with `{error, rate_limited}'),
+%% `rate_limit_queued' (requests waiting for it now),
 %% `authenticated' (an unexpired LST is held),
 %% `handshake_in_flight', `expires_at' (epoch ms or `undefined'), `epoch'
 %% (number of LSTs so far), `os_pid' (of the port program).
