@@ -16,7 +16,9 @@
 %% session is being opened after a new LST). While a handshake is in flight
 %% (single flight), every `request/4' and `authenticate/1' waits for it;
 %% when it ends they are all released (sent, or failed with the handshake's
-%% error). Each new LST bumps `epoch'; a request remembers the epoch it was
+%% error; a step the port leaves unanswered 2 s past its own timeout, e.g. a
+%% stopped port, ends as `{error, timeout}'). Each new LST bumps `epoch'; a
+%% request remembers the epoch it was
 %% signed with, so a `401' for the current epoch starts one handshake while a
 %% `401' for an older epoch is just retried.
 %%
@@ -158,7 +160,8 @@
 -define(LOGOUT_TIMEOUT, 2000).
 -define(MAX_ID, 16#FFFFFFFFFFFFFFFF).
 -define(BATCH_MAX, 1048576).
--define(PORT_MAX_TIMEOUT, 16#7FFFFFFF).   % ms, the largest the port accepts    % bytes of sign frames per batch frame
+-define(PORT_MAX_TIMEOUT, 16#7FFFFFFF).   % ms, the largest the port accepts
+-define(WATCHDOG_MARGIN, 2000).    % bytes of sign frames per batch frame
 -define(RESTART_WINDOW, 30000).
 -define(RESTART_MAX, 5).
 -define(BACKOFF_MAX, 60000).
@@ -410,6 +413,17 @@ handle_info(tickle, St) ->
     {noreply, tickle(arm_tickle(St#st{tickle_timer = undefined}))};
 handle_info(rl_tick, St) ->
     {noreply, drain(St#st{rl_timer = undefined})};
+handle_info({hs_watchdog, Id}, #st{handshake = {_, Id, _}, pending = P} = St) ->
+    %% The port did not answer within its own timeout (it is stuck, e.g.
+    %% stopped): end the handshake as timed out rather than let authenticate/1
+    %% and every request wait behind it. Its late answer is dropped.
+    ibkr_oauth_port:cancel(St#st.port, Id),
+    case maps:take(Id, P) of
+        {What, P1} -> handle_reply(What, {error, timeout}, St#st{pending = P1});
+        error -> {noreply, St}
+    end;
+handle_info({hs_watchdog, _}, St) ->
+    {noreply, St};                                % that handshake step ended
 handle_info({Port, _}, St) when is_port(Port) ->
     {noreply, St};                                % an old port's leftovers
 handle_info({'EXIT', _, _}, St) ->
@@ -1068,6 +1082,7 @@ send_handshake(Token, #st{handshake = {lst, queued, Origin}} = St) ->
     Cmd = {authenticate, #{timeout => handshake_timeout(St)}},
     case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
         ok ->
+            watchdog(Id, St1),
             St1#st{handshake = {lst, Id, Origin}, managed = true,
                    pending = (St1#st.pending)#{Id => handshake},
                    slots = (St1#st.slots)#{Id => Token}};
@@ -1077,6 +1092,13 @@ send_handshake(Token, #st{handshake = {lst, queued, Origin}} = St) ->
     end;
 send_handshake(Token, St) ->
     release_token(Token, St).
+
+%% A handshake step the port has not answered this long after its own
+%% timeout is ended by the session ({hs_watchdog, Id}).
+-spec watchdog(id(), state()) -> ok.
+watchdog(Id, St) ->
+    _ = erlang:send_after(handshake_timeout(St) + ?WATCHDOG_MARGIN, self(), {hs_watchdog, Id}),
+    ok.
 
 -spec handshake_timeout(state()) -> pos_integer().
 handshake_timeout(#st{request_timeout = infinity}) -> 60000;
@@ -1133,6 +1155,7 @@ send_ssodh(Token, #st{handshake = {ssodh, queued, Origin}} = St) ->
                    sign => true}},
     case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
         ok ->
+            watchdog(Id, St1),
             St1#st{handshake = {ssodh, Id, Origin},
                    pending = (St1#st.pending)#{Id => ssodh},
                    slots = (St1#st.slots)#{Id => Token}};

@@ -21,7 +21,7 @@
          owner_killed_port_exits/1, stop_with_requests_in_flight/1,
          peer_killed_session_port_exits/1, handshake_faults_reach_waiting_requests/1,
          retry_after_gap_honoured/1, slow_handshake_request_timeout/1,
-         server_refuses_everything/1, clock_skew/1]).
+         server_refuses_everything/1, clock_skew/1, stopped_port_during_handshake/1]).
 -export([init/1]).
 
 -define(F, ibkr_fake_server).
@@ -40,7 +40,8 @@ all() ->
     [sigkill_mid_request, supervisor_restarts_crashed_session, owner_killed_port_exits,
      stop_with_requests_in_flight, peer_killed_session_port_exits,
      handshake_faults_reach_waiting_requests, retry_after_gap_honoured,
-     slow_handshake_request_timeout, server_refuses_everything, clock_skew].
+     slow_handshake_request_timeout, server_refuses_everything, clock_skew,
+     stopped_port_during_handshake].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ibkr_oauth),
@@ -61,6 +62,30 @@ end_per_testcase(_Case, Config) ->
     ?F:stop().
 
 %%% ----------------------------------------------------------------- cases
+
+%% The port program is stopped (SIGSTOP) while its handshake waits for the
+%% server: authenticate/1 and the request behind it are answered
+%% {error, timeout} shortly after the port's own timeout (request_timeout
+%% 1 s), not after the API's 300 s backstop; once the port runs again the
+%% session authenticates normally. (They waited out the backstop.)
+stopped_port_during_handshake(Config) ->
+    {ok, S} = ibkr_oauth:start_link((?config(client, Config))#{request_timeout => 1000}),
+    unlink(S),
+    ok = ?F:set_fault({slow, 3000, 1}),
+    Callers = ?L:spawn_callers([fun() -> ibkr_oauth:authenticate(S) end,
+                                fun() -> ibkr_oauth:request(S, get, ?API, #{timeout => 60000}) end]),
+    ok = ?L:wait_until(fun() -> path_count(?LST_PATH) =:= 1 end, 10000),
+    OsPid = integer_to_list(ibkr_oauth:os_pid(S)),
+    _ = os:cmd("kill -STOP " ++ OsPid),
+    try
+        ?assertEqual([{error, timeout}, {error, timeout}], ?L:collect(Callers, 30000))
+    after
+        os:cmd("kill -CONT " ++ OsPid)
+    end,
+    ok = ?F:clear_faults(),
+    ?assertMatch({ok, #{status := 200}}, ibkr_oauth:request(S, get, ?API)),
+    ?assertMatch(#{port_restarts := 0, handshake_in_flight := false}, ibkr_oauth:stats(S)),
+    ok = ibkr_oauth:stop(S).
 
 %% kill -9 of the port program while five requests (one of them a POST) wait
 %% for the server: each caller gets {error, port_down}, the session opens a
