@@ -18,9 +18,9 @@
 %% when it ends they are all released (sent, or failed with the handshake's
 %% error; a step the port leaves unanswered 2 s past its own timeout, e.g. a
 %% stopped port, ends as `{error, timeout}'). Each new LST bumps `epoch'; a
-%% request remembers the epoch it was
-%% signed with, so a `401' for the current epoch starts one handshake while a
-%% `401' for an older epoch is just retried.
+%% request remembers the epoch it was signed with, so a `401' for the current
+%% epoch starts one handshake while a `401' for an older epoch is just
+%% retried.
 %%
 %% An LST is usable while `now + margin < expires_at', with `margin' the
 %% configured `refresh_margin' capped at half the token's lifetime (so a
@@ -28,8 +28,8 @@
 %% done by the port, a timer renews the LST at `expires_at - margin' (failed
 %% renewals retry with backoff 1 s, 2 s, 4 s ... 60 s; meanwhile requests,
 %% including those that waited for the failed renewal, still use the current
-%% LST until it expires). An LST handed in with
-%% `lst_complete' (bring-your-own-HTTP) is used by `request/4' but never
+%% LST until it expires). An LST handed in with `lst_complete'
+%% (bring-your-own-HTTP) is used by `request/4' but never
 %% renewed in the background: that session's owner does its own HTTP. In the
 %% same spirit `POST /tickle' and the `POST /logout' on stop are only sent by
 %% a session that has done HTTP itself (a port handshake or a `request/4').
@@ -40,9 +40,10 @@
 %% {@link ibkr_oauth_ratelimit}: it goes out when the global and endpoint
 %% limits have room, else it waits in `rl_queue' (never dropped; a request
 %% keeps its own deadline there, and is answered `{error, rate_limited}' as
-%% soon as the least wait for its keys reaches that deadline). The session's own jobs go first. The queue
-%% is walked in order and a job whose keys have room may pass one that
-%% waits for another endpoint; once the global key is full nobody passes.
+%% soon as the least wait for its keys reaches that deadline). The session's
+%% own jobs go first. The queue is walked in order and a job whose keys
+%% have room may pass one that waits for another endpoint; once the global
+%% key is full nobody passes.
 %% A timer fires when the first slot frees up, and every answer from the
 %% port triggers a walk too. Each request's answer carries `queued_ms', the
 %% time it spent in that queue.
@@ -159,9 +160,9 @@
 -define(START_TIMEOUT, 30000).
 -define(LOGOUT_TIMEOUT, 2000).
 -define(MAX_ID, 16#FFFFFFFFFFFFFFFF).
--define(BATCH_MAX, 1048576).
+-define(BATCH_MAX, 1048576).    % bytes of sign frames per batch frame
 -define(PORT_MAX_TIMEOUT, 16#7FFFFFFF).   % ms, the largest the port accepts
--define(WATCHDOG_MARGIN, 2000).    % bytes of sign frames per batch frame
+-define(WATCHDOG_MARGIN, 2000).   % ms past a handshake step's own timeout
 -define(RESTART_WINDOW, 30000).
 -define(RESTART_MAX, 5).
 -define(BACKOFF_MAX, 60000).
@@ -1179,11 +1180,10 @@ release(St) ->
     release_error({error, not_authenticated}, demand, St).
 
 %% The handshake failed: every waiter gets its error; a background one is
-%% retried with backoff.
+%% retried with backoff. A failed renewal leaves the current LST in use
+%% until it expires (see usable/1): requests that waited for the renewal go
+%% out with it, except those whose 401 started it.
 -spec release_error({error, term()}, origin(), state()) -> state().
-%% A failed renewal leaves the current LST in use until it expires (see
-%% usable/1): requests that waited for the renewal go out with it, except
-%% those whose 401 started it.
 release_error(Error, Origin, #st{auth_waiters = W, queue = Q} = St) ->
     [gen_server:reply(From, Error) || From <- lists:reverse(W)],
     St1 = St#st{handshake = undefined, auth_waiters = [], queue = [],
