@@ -46,7 +46,7 @@ run() ->
     Handshake = handshake_time(S),
     ok = ibkr_oauth:stop(S),
     {EchoStart, PortStart, Ready} = start_times(),
-    Req = request_throughput(),
+    {Req, HttpMem} = request_throughput(),
     E50 = p(50, Echo),
     Lat = fun(Name, Us, Target) -> {Name, us(Us), Us / E50, Target} end,
     Tp = fun(C, R, Target) ->
@@ -67,9 +67,12 @@ run() ->
             {"spawn echo_port to first reply (OS floor)", us(EchoStart), none, "-"},
             {"spawn ibkr_oauth_port to first reply", us(PortStart), none, "-"},
             {"start_link to ready (spawn, keys, decrypt, prime)", us(Ready), none, "<= 10 ms"},
-            {"port VmRSS (incl. shared libraries)", kb(maps:get(vmrss, Mem)), none, "<= 6 MB"},
-            {"port RssAnon (private to the port)", kb(maps:get(rssanon, Mem)), none, "-"},
-            {"port Pss (shared pages split by sharers)", kb(maps:get(pss, Mem)), none, "-"},
+            {"port VmRSS, signing only (incl. shared libraries)", kb(maps:get(vmrss, Mem)), none, "<= 6 MB"},
+            {"port RssAnon, signing only (private to the port)", kb(maps:get(rssanon, Mem)), none, "-"},
+            {"port Pss, signing only (shared pages split by sharers)", kb(maps:get(pss, Mem)), none, "-"},
+            {"port VmRSS after HTTPS (libcurl loaded)", kb(maps:get(vmrss, HttpMem)), none, "<= 6 MB"},
+            {"port RssAnon after HTTPS", kb(maps:get(rssanon, HttpMem)), none, "-"},
+            {"port Pss after HTTPS", kb(maps:get(pss, HttpMem)), none, "-"},
             {"LST handshake compute (lst_request + lst_complete)", us(Handshake), none, "-"},
             {"request/4 GET, local fake server (TLS, reused), 16 callers", per_s(Req), none, "-"}],
     print(Rows),
@@ -283,7 +286,8 @@ handshake_time(S) ->
                 (erlang:monotonic_time(nanosecond) - T0) / 1000
             end || C <- Cases]).
 
--spec request_throughput() -> float().
+%% Also the port's memory once libcurl is loaded and connections are open.
+-spec request_throughput() -> {float(), #{atom() => non_neg_integer()}}.
 request_throughput() ->
     {ok, #{base_url := BaseUrl, ca_file := CaFile}} = ibkr_fake_server:start_from_vectors(public, #{}),
     Config = ibkr_test_lib:vector_config(public, #{base_url => BaseUrl, ca_file => CaFile}),
@@ -292,9 +296,10 @@ request_throughput() ->
     Get = fun() -> {ok, #{status := 200}} = ibkr_oauth:request(S, get, <<"/portfolio/accounts">>, #{}) end,
     [Get() || _ <- lists:seq(1, 100)],
     R = throughput(16, Get),
+    Mem = memory(ibkr_oauth:os_pid(S)),
     ok = ibkr_oauth:stop(S),
     ibkr_fake_server:stop(),
-    R.
+    {R, Mem}.
 
 %% kB from /proc: VmRSS and RssAnon (status), Pss (smaps_rollup).
 -spec memory(non_neg_integer()) -> #{atom() => non_neg_integer()}.
