@@ -631,10 +631,8 @@ size_t http_active(void)
 
 /* ---- completion --------------------------------------------------------------- */
 
-static const char *error_kind(CURLcode rc, const http_xfer *x)
+static const char *curl_error_kind(CURLcode rc, const http_xfer *x)
 {
-    if (x->resend_refused)
-        return "recv"; /* sent once, the connection died before the answer */
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
         return "timeout";
@@ -670,6 +668,21 @@ static const char *error_kind(CURLcode rc, const http_xfer *x)
     default: /* our callbacks refusing data show up as CURLE_WRITE_ERROR */
         return x->too_large ? "too_large" : "other";
     }
+}
+
+static const char *error_kind(CURLcode rc, const http_xfer *x)
+{
+    if (x->resend_refused)
+        return "recv"; /* sent once, the connection died before the answer */
+    const char *kind = curl_error_kind(rc, x);
+    /* A reused connection that died makes libcurl reconnect by itself; a
+     * failure of that reconnect must not read as "never sent": the request
+     * went out once already (the session retries resolve/connect/tls errors
+     * of any method). */
+    if (x->sends > 0 && (strcmp(kind, "resolve") == 0 || strcmp(kind, "connect") == 0 ||
+                         strcmp(kind, "tls") == 0))
+        return "recv";
+    return kind;
 }
 
 static void finish(CURL *e, CURLcode rc)

@@ -14,7 +14,7 @@
          empty_post_sends_content_length/1, rate_limit_honoured/1,
          rate_limit_beyond_timeout/1, server_errors_returned/1, get_retried_after_drop/1,
          post_not_retried_after_drop/1, timeout_then_keeps_working/1,
-         concurrent_requests/1, renewal_failure_keeps_lst/1]).
+         concurrent_requests/1, renewal_failure_keeps_lst/1, post_reached_then_server_gone/1]).
 
 -define(F, ibkr_fake_server).
 -define(ACCOUNTS, <<"/portfolio/accounts">>).
@@ -31,7 +31,7 @@ all() ->
      query_params_signed, empty_post_sends_content_length, rate_limit_honoured,
      rate_limit_beyond_timeout, server_errors_returned, get_retried_after_drop,
      post_not_retried_after_drop, timeout_then_keeps_working, concurrent_requests,
-     renewal_failure_keeps_lst].
+     renewal_failure_keeps_lst, post_reached_then_server_gone].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ibkr_oauth),
@@ -52,6 +52,7 @@ end_per_testcase(_Case, Config) ->
 
 session_options(brokerage_session) -> #{brokerage_session => true};
 session_options(post_not_retried_after_drop) -> #{brokerage_session => true};
+session_options(post_reached_then_server_gone) -> #{brokerage_session => true};
 session_options(refresh_before_expiry) -> #{refresh_margin => 1};
 session_options(renewal_failure_keeps_lst) -> #{refresh_margin => 4};
 session_options(tickle_interval) -> #{tickle_interval => 200};
@@ -296,6 +297,27 @@ renewal_failure_keeps_lst(Config) ->
     ?assertEqual(3, stat(lst_requests)),
     ?assertEqual(1, maps:get(401, stat(statuses), 0)),   % only the refused LST request
     {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}).
+
+%% The server reads a POST, then goes away (its listener too) before
+%% answering. libcurl by itself tries the request again on a fresh
+%% connection, which is refused: the request reached the server once, so
+%% the caller must get a "may have been sent" error ({transport, recv}), not
+%% {transport, connect}, which the session takes for "never sent" and
+%% retries even for a POST (a duplicate order once the server is back).
+post_reached_then_server_gone(Config) ->
+    S = ?config(session, Config),
+    {ok, _} = ibkr_oauth:authenticate(S),
+    ok = wait_for(fun() -> stat(ssodh_inits) >= 1 end),
+    {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{}),   % a connection to reuse
+    ok = ?F:set_fault({slow, 5000, 1}),
+    Parent = self(),
+    Caller = spawn(fun() -> Parent ! {self(), post_order(S)} end),
+    ok = wait_for(fun() -> maps:get(?ORDER_PATH, stat(by_path), 0) =:= 1 end),
+    ok = ?F:stop(),
+    receive
+        {Caller, Result} -> ?assertEqual({error, {transport, recv}}, Result)
+    after 20000 -> ct:fail(no_answer)
+    end.
 
 %%% ---------------------------------------------------------------- helpers
 
