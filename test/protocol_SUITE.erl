@@ -267,18 +267,7 @@ close_port_exits(_Config) ->
 %% The BEAM that owns the port is killed: the port program notices EOF and
 %% exits by itself.
 peer_killed_port_exits(_Config) ->
-    Paths = lists:usort([filename:dirname(code:which(M)) || M <- [?MODULE, ibkr_oauth_port, ibkr_test_lib]]),
-    Env = case os:getenv("IBKR_OAUTH_PORT") of
-              false -> [];
-              V -> [{"IBKR_OAUTH_PORT", V}]
-          end,
-    Peer = case peer:start(#{connection => standard_io,
-                             args => lists:append([["-pa", D] || D <- Paths]),
-                             env => Env}) of
-               {ok, P} -> P;
-               {ok, P, _Node} -> P
-           end,
-    PeerOsPid = peer:call(Peer, os, getpid, []),
+    {Peer, PeerOsPid} = ibkr_check_lib:start_peer(),
     PortPid = peer:call(Peer, ?MODULE, peer_hold_port, [ibkr_oauth_port:path()]),
     ?assert(os_alive(PortPid)),
     T0 = erlang:monotonic_time(millisecond),
