@@ -11,6 +11,7 @@ build_pkgs=(gcc make pkg-config ca-certificates
     erlang-syntax-tools erlang-tools rebar3
     libssl-dev libcurl4-openssl-dev libjson-c-dev)
 test_pkgs=(libcmocka-dev erlang-common-test erlang-eunit erlang-dialyzer erlang-edoc
+    erlang-proper erlang-proper-dev
     elixir valgrind)
 dev_pkgs=(clang libclang-rt-14-dev clang-tidy cppcheck)
 
