@@ -89,7 +89,8 @@
 -type pending() :: {call, from()}
                  | {lst_complete, from()}
                  | {req, reference()}
-                 | handshake | ssodh | tickle | reinit.
+                 | handshake | ssodh | tickle | reinit
+                 | {stream, ws_open | ws_send | ws_close}.
 %% What waits in the rate-limit queue.
 -type job() :: {req, reference()} | handshake | ssodh | tickle.
 
@@ -152,7 +153,13 @@
     outbox = [] :: [{id(), binary()}],
     outbox_bytes = 0 :: non_neg_integer(),
     counters = #{requests => 0, handshakes => 0, errors => 0,
-                 port_restarts => 0, rate_limited => 0} :: #{atom() => non_neg_integer()}
+                 port_restarts => 0, rate_limited => 0} :: #{atom() => non_neg_integer()},
+    %% Streaming (see the "Streaming" section): the policy, the monitors of
+    %% its subscribers, its one timer, the id of the ws_open it waits for.
+    stream :: ibkr_oauth_stream:state(),
+    stream_mons = #{} :: #{pid() => reference()},
+    stream_timer :: {reference(), reference()} | undefined,
+    ws_open_id :: id() | undefined
 }).
 -type state() :: #st{}.
 
@@ -275,6 +282,7 @@ init_session(V) ->
                               tickle_interval = maps:get(tickle_interval, V),
                               refresh_margin = 1000 * maps:get(refresh_margin, V),
                               limiter = ibkr_oauth_ratelimit:new(maps:get(rate_limit, V)),
+                              stream = new_stream(V),
                               next_id = 2},
                     St1 = arm_tickle(St0),
                     case maps:get(auto_authenticate, V) of
@@ -366,6 +374,11 @@ handle_call({port, Cmd}, From, St) ->
             end;
         false -> {reply, {error, {badarg, command}}, St}
     end;
+handle_call({subscribe, Topic, Pid}, _From, St) ->
+    Sub = make_ref(),
+    {reply, {ok, Sub}, stream_input({subscribe, Sub, Pid, Topic}, St)};
+handle_call({unsubscribe, Sub}, _From, St) ->
+    {reply, ok, stream_input({unsubscribe, Sub}, St)};
 handle_call(stats, _From, St) ->
     {reply, stats(St), St};
 handle_call(os_pid, _From, St) ->
@@ -381,6 +394,8 @@ handle_cast(_Msg, St) -> {noreply, St}.
 -spec handle_info(term(), state()) -> {noreply, state()} | {stop, term(), state()}.
 handle_info({Port, {data, Bin}}, #st{port = Port} = St) ->
     case ibkr_oauth_port:decode(Bin) of
+        {ok, 0, {ws, Conn, E}} ->
+            {noreply, stream_input({ws_event, Conn, E}, St)};
         {ok, 0, Event} ->
             _ = port_event(Event),
             {noreply, St};
@@ -425,6 +440,18 @@ handle_info({hs_watchdog, Id}, #st{handshake = {_, Id, _}, pending = P} = St) ->
     end;
 handle_info({hs_watchdog, _}, St) ->
     {noreply, St};                                % that handshake step ended
+handle_info({stream_tick, Ref}, #st{stream_timer = {_, Ref}} = St) ->
+    {noreply, stream_input(tick, St#st{stream_timer = undefined})};
+handle_info({stream_tick, _}, St) ->
+    {noreply, St};                                % a replaced timer
+handle_info({{stream_http, What}, Reply}, St) ->
+    {noreply, stream_http_reply(What, Reply, St)};
+handle_info({'DOWN', Ref, process, Pid, _}, #st{stream_mons = Mons} = St) ->
+    case maps:find(Pid, Mons) of
+        {ok, Ref} ->
+            {noreply, stream_input({subscriber_down, Pid}, St#st{stream_mons = maps:remove(Pid, Mons)})};
+        _ -> {noreply, St}
+    end;
 handle_info({Port, _}, St) when is_port(Port) ->
     {noreply, St};                                % an old port's leftovers
 handle_info({'EXIT', _, _}, St) ->
@@ -603,6 +630,10 @@ handle_reply(ssodh, Reply, St) ->
     {noreply, release(St)};
 handle_reply(tickle, Reply, St) ->
     {noreply, tickle_done(Reply, St)};
+handle_reply({stream, ws_open}, Reply, St) ->
+    {noreply, ws_open_reply(Reply, St)};
+handle_reply({stream, _}, _Reply, St) ->
+    {noreply, St};                                % ws_send/ws_close: nothing to do
 handle_reply(reinit, ok, St) ->
     logger:notice("ibkr_oauth: port restarted (os pid ~p)", [St#st.os_pid], ?META),
     {noreply, St};
@@ -1116,10 +1147,15 @@ handshake_done({ok, #{expires_at := E}}, #st{handshake = {lst, _, Origin}} = St)
   when is_integer(E) ->
     ?LOG_INFO("ibkr_oauth: new live session token (~p), expires at ~b", [Origin, E],
               ?META#{event => handshake, origin => Origin, expires_at => E}),
+    Renewal = St#st.auth =/= none,
     St1 = new_lst(E, port, St#st{backoff = 0}),
-    case St1#st.brokerage_session of
-        true -> open_brokerage(Origin, St1);
-        false -> release(St1)
+    St2 = case St1#st.brokerage_session of
+              true -> open_brokerage(Origin, St1);
+              false -> release(St1)
+          end,
+    case Renewal of
+        true -> stream_input(lst_renewed, St2);
+        false -> St2
     end;
 handshake_done(_Reply, #st{handshake = {lst, _, _}, epoch = Ep, hs_epoch = HsEp} = St)
   when Ep > HsEp ->
@@ -1308,7 +1344,7 @@ keep_tickle(_, St) -> St.
 
 -spec tickle_done(term(), state()) -> state().
 tickle_done({ok, #{status := 200}} = Reply, St) ->
-    keep_tickle(Reply, St);
+    stream_input({tickle_result, tickle_result(Reply)}, keep_tickle(Reply, St));
 tickle_done({ok, #{status := 401}}, St) ->
     logger:notice("ibkr_oauth: POST /tickle answered 401, renewing the LST", [], ?META),
     start_handshake(renew, St);
@@ -1370,7 +1406,7 @@ port_exited(Why, #st{port = OldPort} = St0) ->
     logger:warning("ibkr_oauth: the port program exited (~p); failing ~b waiting caller(s)",
                    [Why, waiting(St0)], ?META#{event => port_exit}),
     ibkr_oauth_port:close(OldPort),
-    St = fail_all(port_down, St0#st{port = undefined}),
+    St = fail_all(port_down, St0#st{port = undefined, ws_open_id = undefined}),
     Now = now_ms(),
     Exits = [Now | [T || T <- St#st.port_exits, Now - T < ?RESTART_WINDOW]],
     St1 = bump(port_restarts, St#st{port_exits = Exits}),
@@ -1385,7 +1421,10 @@ port_exited(Why, #st{port = OldPort} = St0) ->
                     {Id, St2} = next_id(St1#st{port = Port, os_pid = OsPid}),
                     Secrets = St2#st.secrets,
                     case ibkr_oauth_port:send(Port, Id, {init, Secrets()}) of
-                        ok -> {noreply, St2#st{pending = (St2#st.pending)#{Id => reinit}}};
+                        ok ->
+                            %% the stream reconnects through the new port
+                            St3 = St2#st{pending = (St2#st.pending)#{Id => reinit}},
+                            {noreply, stream_input(port_down, St3)};
                         {error, _} -> {noreply, St2}   % its exit message follows
                     end;
                 {error, Reason} ->
@@ -1422,6 +1461,131 @@ waiting(#st{pending = P, reqs = Reqs, auth_waiters = W}) ->
     length([x || {C, _} <- maps:values(P), C =/= req]) + map_size(Reqs) + length(W).
 
 %%====================================================================
+%% Streaming
+%%====================================================================
+%% The websocket streams of ibkr_oauth:subscribe/3. Every decision is made by
+%% the pure ibkr_oauth_stream; this section feeds it its inputs (calls, port
+%% events and replies, tickles, LST renewals, port restarts, monitors, its
+%% timer) and carries out the actions it returns. Its tickles and
+%% ssodh/init calls are ordinary requests (handshake first when needed, rate
+%% limit, retries), answered to this process as {{stream_http, What}, Reply}.
+
+-spec new_stream(ibkr_oauth_config:validated()) -> ibkr_oauth_stream:state().
+new_stream(V) ->
+    Seed = {erlang:unique_integer(), erlang:monotonic_time(), erlang:system_time()},
+    ibkr_oauth_stream:new(#{smd_refresh_interval => maps:get(smd_refresh_interval, V),
+                            seed => Seed}).
+
+-spec stream_input(ibkr_oauth_stream:input(), state()) -> state().
+stream_input(Input, #st{stream = S} = St) ->
+    {Actions, S1} = ibkr_oauth_stream:handle(Input, now_ms(), S),
+    lists:foldl(fun stream_action/2, St#st{stream = S1}, Actions).
+
+-spec stream_action(ibkr_oauth_stream:action(), state()) -> state().
+stream_action({deliver, Pid, Sub, Msg}, St) ->
+    Pid ! {ibkr_oauth, Sub, Msg},
+    St;
+stream_action({ws_send, Conn, Frame}, St) ->
+    stream_port({ws_send, Conn, Frame}, ws_send, St);
+stream_action({ws_open, #{cookie := Cookie}}, St) ->
+    Opts = #{cookie => Cookie, user_agent => <<"ibkr_oauth">>,
+             timeout => handshake_timeout(St)},
+    {Id, St1} = next_id(St),
+    case ibkr_oauth_port:send(St1#st.port, Id, {ws_open, Opts}) of
+        ok -> St1#st{ws_open_id = Id, pending = (St1#st.pending)#{Id => {stream, ws_open}}};
+        {error, _} = E -> ws_open_reply(E, St1#st{ws_open_id = Id})
+    end;
+stream_action({ws_close, Conn}, St) ->
+    stream_port({ws_close, Conn}, ws_close, St);
+stream_action(tickle, St) ->
+    stream_http(tickle, post, <<"/tickle">>, <<>>, St);
+stream_action(ssodh_init, St) ->
+    stream_http(ssodh, post, ?SSODH_PATH, <<"{\"publish\":true,\"compete\":true}">>, St);
+stream_action({monitor, Pid}, #st{stream_mons = Mons} = St) ->
+    St#st{stream_mons = Mons#{Pid => monitor(process, Pid)}};
+stream_action({demonitor, Pid}, #st{stream_mons = Mons} = St) ->
+    case maps:take(Pid, Mons) of
+        {Ref, Mons1} -> demonitor(Ref, [flush]), St#st{stream_mons = Mons1};
+        error -> St
+    end;
+stream_action({log, Level, Event, Meta}, St) ->
+    logger:log(Level, "ibkr_oauth: stream ~s ~0p", [Event, scrub(Meta)],
+               ?META#{event => Event}),
+    St;
+stream_action({timer, tick, Ms}, #st{stream_timer = Old} = St) ->
+    case Old of
+        {TRef, _} -> cancel_timer(TRef);
+        undefined -> ok
+    end,
+    case Ms of
+        infinity -> St#st{stream_timer = undefined};
+        _ ->
+            Ref = make_ref(),
+            St#st{stream_timer = {erlang:send_after(Ms, self(), {stream_tick, Ref}), Ref}}
+    end.
+
+%% A websocket command whose reply does not matter (the events tell).
+-spec stream_port(term(), ws_send | ws_close, state()) -> state().
+stream_port(Cmd, What, St) ->
+    {Id, St1} = next_id(St),
+    case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
+        ok -> St1#st{pending = (St1#st.pending)#{Id => {stream, What}}};
+        {error, _} -> St1                        % the port is gone: port_down follows
+    end.
+
+%% The answer to the latest ws_open; an earlier one's socket was replaced.
+-spec ws_open_reply(term(), state()) -> state().
+ws_open_reply({ok, Conn}, St) when is_integer(Conn) ->
+    stream_input({ws_opened, Conn}, St#st{ws_open_id = undefined});
+ws_open_reply({error, Reason}, St) ->
+    stream_input({ws_open_failed, scrub_error_reason(Reason)}, St#st{ws_open_id = undefined});
+ws_open_reply(Other, St) ->
+    stream_input({ws_open_failed, {bad_reply, scrub(Other)}}, St#st{ws_open_id = undefined}).
+
+-spec scrub_error_reason(term()) -> term().
+scrub_error_reason(Reason) ->
+    {error, R} = scrub_error({error, Reason}),
+    R.
+
+%% A tickle or ssodh/init for the stream, as an internal request.
+-spec stream_http(tickle | ssodh, post, binary(), binary(), state()) -> state().
+stream_http(What, Method, Path, Body, St) ->
+    Headers = case Body of
+                  <<>> -> [];
+                  _ -> [{<<"content-type">>, <<"application/json">>}]
+              end,
+    {Ref, St1} = new_req(#req{from = {self(), {stream_http, What}}, method = Method, url = Path,
+                              headers = Headers, body = Body}, default, St),
+    dispatch(Ref, St1).
+
+-spec stream_http_reply(tickle | ssodh, term(), state()) -> state().
+stream_http_reply(tickle, Reply, St) ->
+    stream_input({tickle_result, tickle_result(Reply)}, St);
+stream_http_reply(ssodh, {ok, #{status := S}}, St) when S >= 200, S < 300 ->
+    stream_input({ssodh_result, ok}, St);
+stream_http_reply(ssodh, {ok, #{status := S}}, St) ->
+    stream_input({ssodh_result, {error, {http, S}}}, St);
+stream_http_reply(ssodh, {error, R}, St) ->
+    stream_input({ssodh_result, {error, scrub_error_reason(R)}}, St);
+stream_http_reply(_, _, St) ->
+    St.
+
+%% What the stream needs from a /tickle answer: the `session' (the
+%% websocket's cookie) and whether the brokerage session is open.
+-spec tickle_result(term()) -> {ok, #{session := binary(), iserver := boolean()}} | {error, term()}.
+tickle_result({ok, #{status := 200, body := Body}}) ->
+    case re:run(Body, <<"\"session\"\\s*:\\s*\"([^\"]+)\"">>, [{capture, all_but_first, binary}]) of
+        {match, [Session]} ->
+            Iserver = re:run(Body, <<"\"authStatus\"\\s*:\\s*\\{[^}]*\"authenticated\"\\s*:\\s*true">>,
+                             [{capture, none}]) =:= match,
+            {ok, #{session => Session, iserver => Iserver}};
+        nomatch -> {error, {bad_response, missing_field}}
+    end;
+tickle_result({ok, #{status := S}}) -> {error, {http, S}};
+tickle_result({error, R}) -> {error, scrub_error_reason(R)};
+tickle_result(_) -> {error, bad_reply}.
+
+%%====================================================================
 %% Helpers
 %%====================================================================
 
@@ -1429,7 +1593,8 @@ waiting(#st{pending = P, reqs = Reqs, auth_waiters = W}) ->
 stats(#st{counters = C, pending = P, reqs = Reqs, auth = Auth} = St) ->
     Queued = length([x || #req{where = queued} <- maps:values(Reqs)]),
     RlQueued = length([x || #req{where = rl_queued} <- maps:values(Reqs)]),
-    C#{in_flight => map_size(P),
+    Stream = ibkr_oauth_stream:stats(St#st.stream),
+    (maps:merge(Stream, C))#{in_flight => map_size(P),
        queued => Queued,
        rate_limit_queued => RlQueued,
        authenticated => has_live_lst(St),
