@@ -246,7 +246,9 @@ terminate(_Reason, _St) ->
 code_change(_Old, St, _Extra) -> {ok, St}.
 
 %% @private The config stays sealed in reports and `sys:get_status/1'.
--spec format_status(Status) -> Status when Status :: map().
+-spec format_status(Status) -> Status
+      when Status :: #{state => term(), message => term(), reason => term(),
+                       log => [sys:system_event()]}.
 format_status(#{state := #st{} = St} = Status) ->
     Status#{state := St#st{config = fun sealed/0}};
 format_status(Status) ->
@@ -299,7 +301,13 @@ stop_loser(Name, Loser, Keep) ->
     logger:notice("ibkr_oauth: the cluster session ~0p ran twice after a net split: "
                   "the one on ~0p stays, the one on ~0p stops",
                   [Name, node(Keep), node(Loser)], ?META),
-    _ = (catch gen_server:stop(Loser, {shutdown, name_conflict}, ?SESSION_STOP)),
+    try gen_server:stop(Loser, {shutdown, name_conflict}, ?SESSION_STOP)
+    catch
+        exit:timeout ->
+            %% its stop is bounded; never leave a second session running
+            exit(Loser, kill);
+        exit:_ -> ok                             % already gone
+    end,
     ok.
 
 -spec now_ms() -> integer().

@@ -90,7 +90,17 @@ one_session_three_nodes(Config) ->
     ?assertMatch(#{handshakes := 1, lst_requests := 1, ssodh_inits := 1}, ?F:stats()),
     Intervals = intervals(Peers),
     ?assertEqual(1, length(Intervals), Intervals),
-    never_two(Intervals).
+    never_two(Intervals),
+    %% the config stays sealed: in the child spec (supervisor reports show
+    %% its start arguments) and in the claimants' status
+    Client = ?config(client, Config),
+    Secret = maps:get(access_token_secret, Client),
+    {P1, _} = hd(Peers),
+    Spec = ibkr_oauth:child_spec({cluster, Name}, Client),
+    [{_, Claimant, _, _} | _] = call(P1, supervisor, which_children, [ibkr_oauth_sup]),
+    Status = call(P1, sys, get_status, [Claimant]),
+    [?assertEqual(nomatch, binary:match(iolist_to_binary(io_lib:format("~p", [T])), Secret))
+     || T <- [Spec, Status]].
 
 %% The owner's node dies: another node owns a new session (its own
 %% handshake), requests from the others succeed, and no session ran
@@ -180,11 +190,24 @@ split_and_heal(Config) ->
     ct:log("split into ~p; sessions on ~p", [Parts, [N || #{node := N} <- Split]]),
     ?assert(length(Parts) >= 2),
     ?assertEqual(length(Parts), length(Split)),
+    %% the session on the node whose name sorts first will stay; a request
+    %% in flight at a session that will stop (slowed by the server) gets an
+    %% error when the split heals
+    Stays = lists:min([N || #{node := N} <- Split]),
+    {LoserPeer, _} = hd([PN || {P, _} = PN <- Peers,
+                               node(call(P, global, whereis_name, [Name])) =/= Stays]),
+    ok = ?F:set_fault({slow, 3000, 1}),
+    [InFlight] = ?L:spawn_callers([fun() -> call(LoserPeer, ibkr_oauth, request,
+                                                 [{global, Name}, get, ?ACCOUNTS]) end]),
+    ok = ?L:wait_until(fun() -> #{requests := R} = ?F:stats(), R >= 1 + length(Split) * 2 end,
+                       ?WAIT),
     %% heal: every pair connected again (until global keeps them so)
     ok = ?L:wait_until(fun() -> full_mesh(Peers) end, ?WAIT),
     ok = ?L:wait_until(fun() -> length([I || I = #{stop := alive} <- intervals(Peers)]) =:= 1 end,
                        ?WAIT),
     Keeper = wait_one_owner(Peers, Name, length(Split)),
+    ?assertEqual(Stays, Keeper),
+    ?assertEqual([{error, port_down}], ?L:collect([InFlight], ?WAIT)),
     [?assertMatch({ok, #{status := 200}}, call(P, ibkr_oauth, request, [{global, Name}, get, ?ACCOUNTS]))
      || {P, _} <- Peers],
     Intervals = intervals(Peers),
