@@ -37,7 +37,10 @@
 %% ({@link ibkr_oauth_claim:keep/2}), the other is stopped with reason
 %% `{shutdown, name_conflict}': it logs out, its waiting callers get
 %% `{error, port_down}', later calls that still hold its pid
-%% `{error, noproc}'. Its claimant then watches the session that stayed.
+%% `{error, noproc}'. Its claimant then watches the session that stayed,
+%% which then authenticates again (a new LST, and the brokerage session
+%% opened again): the other part's handshakes and logout may have ended
+%% what it held.
 %% This relies on `global''s default `prevent_overlapping_partitions =
 %% true' (OTP 25): after a partial loss of connections `global' disconnects
 %% nodes until the parts are fully connected, so each part agrees on who
@@ -283,9 +286,9 @@ send(Name, Msg) ->
 
 %% @doc Called by `global' (in its own process, on one node) when the name
 %% is found registered twice as a net split heals: keeps
-%% {@link ibkr_oauth_claim:keep/2}'s choice and stops the other session
-%% cleanly (logout, callers answered) from a separate process, so `global'
-%% is not held up.
+%% {@link ibkr_oauth_claim:keep/2}'s choice and, from a separate process so
+%% that `global' is not held up, stops the other session cleanly (logout,
+%% callers answered), then authenticates the one kept again.
 -spec resolve(term(), pid(), pid()) -> pid().
 resolve(Name, Pid1, Pid2) ->
     Keep = ibkr_oauth_claim:keep(Pid1, Pid2),
@@ -308,7 +311,16 @@ stop_loser(Name, Loser, Keep) ->
             exit(Loser, kill);
         exit:_ -> ok                             % already gone
     end,
-    ok.
+    %% During the split the other session's handshakes may have invalidated
+    %% this one's LST and taken the brokerage session, and its logout has
+    %% just ended that: start afresh (new LST, brokerage session opened
+    %% again when configured).
+    case ibkr_oauth:authenticate(Keep) of
+        {ok, _} -> ok;
+        {error, Why} ->
+            logger:warning("ibkr_oauth: the cluster session ~0p could not authenticate again "
+                           "after the split: ~0p", [Name, Why], ?META)
+    end.
 
 -spec now_ms() -> integer().
 now_ms() -> erlang:monotonic_time(millisecond).

@@ -20,7 +20,7 @@
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
--export([one_session_three_nodes/1, owner_killed_fails_over/1,
+-export([one_node_api/1, one_session_three_nodes/1, owner_killed_fails_over/1,
          owner_stopped_hands_over/1, split_and_heal/1]).
 %% run on the peers
 -export([observer_start/0, observer_init/1, observed/0]).
@@ -34,7 +34,7 @@
 suite() -> [{timetrap, {minutes, 3}}].
 
 all() ->
-    [one_session_three_nodes, owner_killed_fails_over, owner_stopped_hands_over,
+    [one_node_api, one_session_three_nodes, owner_killed_fails_over, owner_stopped_hands_over,
      split_and_heal].
 
 init_per_suite(Config) ->
@@ -59,7 +59,10 @@ init_per_testcase(Case, Config) ->
                       signature_key => {file, filename:join(Dir, maps:get(signature_key_file, V))},
                       auto_authenticate => true, brokerage_session => true,
                       rate_limit => none},
-    Peers = start_peers(Case, 3),
+    Peers = case Case of
+                one_node_api -> [];
+                _ -> start_peers(Case, 3)
+            end,
     Name = {?MODULE, Case},
     [{peers, Peers}, {client, Client}, {name, Name} | Config].
 
@@ -68,6 +71,39 @@ end_per_testcase(_Case, Config) ->
     ?F:stop().
 
 %%% ----------------------------------------------------------------- cases
+
+%% On this node alone: bad configs fail the start with the usual reasons,
+%% also on a node that would only watch (its key files are checked); the
+%% claimant is not a session; stopping it logs the session out and frees
+%% the name.
+one_node_api(Config) ->
+    {ok, _} = application:ensure_all_started(ibkr_oauth),
+    Name = ?config(name, Config),
+    Client = ?config(client, Config),
+    ?assertMatch({error, {bad_config, _, missing}}, ibkr_oauth:start_session({cluster, Name}, #{})),
+    ?assertEqual({error, {bad_config, config, badarg}}, ibkr_oauth:start_session({cluster, Name}, nope)),
+    %% this node would run it, but the port refuses the prime: nothing stays registered
+    ?assertEqual({error, {bad_config, dh_prime, not_hex}},
+                 ibkr_oauth:start_session({cluster, Name}, Client#{dh_prime => <<"xyz">>})),
+    ?assertEqual(undefined, global:whereis_name(Name)),
+    {ok, C} = ibkr_oauth:start_session({cluster, Name}, Client),
+    %% a second claimant would only watch, but could not take over
+    ?assertEqual({error, {bad_config, signature_key, enoent}},
+                 ibkr_oauth:start_session({cluster, Name}, Client#{signature_key => {file, "/nonexistent/sig.pem"}})),
+    ?assertEqual({error, {bad_config, encryption_key, eisdir}},
+                 ibkr_oauth:start_session({cluster, Name}, Client#{encryption_key => {file, "/"}})),
+    ?assertMatch({ok, #{status := 200}}, ibkr_oauth:request({global, Name}, get, ?ACCOUNTS)),
+    Here = node(),
+    ?assertMatch(#{node := Here, handshakes := 1}, ibkr_oauth:stats({global, Name})),
+    ?assertEqual({error, not_a_session}, ibkr_oauth:stats(C)),
+    ?assertEqual({error, not_a_session}, ibkr_oauth:request(C, get, ?ACCOUNTS)),
+    Session = global:whereis_name(Name),
+    ?assertEqual(node(), node(Session)),
+    ok = ibkr_oauth:stop(C),
+    ?assertNot(is_process_alive(Session)),
+    ?assertEqual(undefined, global:whereis_name(Name)),
+    ?assertMatch(#{logouts := 1}, ?F:stats()),
+    ?assertEqual({error, noproc}, ibkr_oauth:stats({global, Name})).
 
 %% Three nodes start the same child at once: one session in the cluster, one
 %% handshake and one ssodh/init at the server, requests from every node
@@ -167,8 +203,8 @@ owner_stopped_hands_over(Config) ->
 %% The owner's node loses its connections to the others: during the split
 %% each part runs its own session (logged); once connected again, global
 %% finds the name twice, one session stays and the other stops cleanly
-%% ({shutdown, name_conflict}, with a logout), and every node reaches the
-%% one that stayed.
+%% ({shutdown, name_conflict}, with a logout), the one that stayed
+%% authenticates again, and every node reaches it.
 split_and_heal(Config) ->
     Peers = ?config(peers, Config),
     Name = ?config(name, Config),
@@ -205,7 +241,8 @@ split_and_heal(Config) ->
     ok = ?L:wait_until(fun() -> full_mesh(Peers) end, ?WAIT),
     ok = ?L:wait_until(fun() -> length([I || I = #{stop := alive} <- intervals(Peers)]) =:= 1 end,
                        ?WAIT),
-    Keeper = wait_one_owner(Peers, Name, length(Split)),
+    %% the session that stays authenticates again once the other stopped
+    Keeper = wait_one_owner(Peers, Name, length(Split) + 1),
     ?assertEqual(Stays, Keeper),
     ?assertEqual([{error, port_down}], ?L:collect([InFlight], ?WAIT)),
     [?assertMatch({ok, #{status := 200}}, call(P, ibkr_oauth, request, [{global, Name}, get, ?ACCOUNTS]))
