@@ -221,7 +221,7 @@ handle_cast(_Msg, St) ->
     {noreply, St}.
 
 %% @private
--spec handle_info(term(), state()) -> {noreply, state()} | {stop, term(), state()}.
+-spec handle_info(term(), state()) -> {noreply, state()}.
 handle_info({timeout, Ref, claim}, #st{timer = Ref, name = Name, config = Sealed} = St) ->
     {noreply, act(start_session(Name, Sealed), St#st{timer = undefined})};
 handle_info({'DOWN', MRef, process, _, Reason}, #st{mref = MRef} = St) ->

@@ -201,7 +201,8 @@ owner_stopped_hands_over(Config) ->
     never_two(Intervals).
 
 %% The owner's node loses its connections to the others: during the split
-%% each part runs its own session (logged); once connected again, global
+%% each part runs its own session (logged); the others are connected again
+%% first (the old owner alone against the rest), then all; each time global
 %% finds the name twice, one session stays and the other stops cleanly
 %% ({shutdown, name_conflict}, with a logout), the one that stayed
 %% authenticates again, and every node reaches it.
@@ -237,7 +238,15 @@ split_and_heal(Config) ->
                                                  [{global, Name}, get, ?ACCOUNTS]) end]),
     ok = ?L:wait_until(fun() -> #{requests := R} = ?F:stats(), R >= 1 + length(Split) * 2 end,
                        ?WAIT),
-    %% heal: every pair connected again (until global keeps them so)
+    %% heal in two steps: first the nodes other than the old owner (a
+    %% majority part against the old owner alone, one session each), then
+    %% every pair (until global keeps them connected)
+    ok = ?L:wait_until(fun() -> full_mesh([PN || {_, N} = PN <- Peers, N =/= Owner]) end, ?WAIT),
+    ok = ?L:wait_until(fun() -> length([I || I = #{stop := alive} <- intervals(Peers)]) =:= 2 end,
+                       ?WAIT),
+    TwoParts = lists:usort([lists:sort([N | call(P, erlang, nodes, [])]) || {P, N} <- Peers]),
+    ct:log("partly healed: ~p", [TwoParts]),
+    ?assertEqual([[Owner], lists:delete(Owner, lists:sort(Nodes))], lists:sort(fun(A, B) -> length(A) =< length(B) end, TwoParts)),
     ok = ?L:wait_until(fun() -> full_mesh(Peers) end, ?WAIT),
     ok = ?L:wait_until(fun() -> length([I || I = #{stop := alive} <- intervals(Peers)]) =:= 1 end,
                        ?WAIT),
