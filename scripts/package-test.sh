@@ -80,6 +80,9 @@ echo "== the package: files of src/ibkr_oauth.app.src, as rebar3_hex expands the
 mkdir "$work/pkg"
 escript "$work/hex_files.escript" "$work/tree" "$work/pkg"
 [ ! -e "$work/pkg/priv/ibkr_oauth_port" ] || { echo "the package holds a port binary" >&2; exit 1; }
+for doc in LICENSE README.md CHANGELOG.md; do
+    [ -f "$work/pkg/$doc" ] || { echo "the package does not ship $doc" >&2; exit 1; }
+done
 
 echo "== rebar3 compile in the unpacked package (offline; pre_hook: make -C c_src)"
 (cd "$work/pkg" && rebar3 compile) 2>&1 | sed 's/^/   /'
