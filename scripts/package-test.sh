@@ -46,8 +46,10 @@ main([Tree, Pkg]) ->
     Include = expand(proplists:get_value(include_files, Details, []), Tree),
     Exclude = expand(proplists:get_value(exclude_files, Details, []), Tree),
     Res = ["~$", "\\.o$", "\\.so$", "\\.swp$"] ++ proplists:get_value(exclude_regexps, Details, []),
+    %% hex matches the regexps against absolute paths.
+    AbsTree = filename:absname(Tree),
     Kept = [F || F <- All, not lists:member(F, Exclude),
-                 not lists:any(fun(Re) -> re:run(F, Re) =/= nomatch end, Res)],
+                 not lists:any(fun(Re) -> re:run(filename:join(AbsTree, F), Re) =/= nomatch end, Res)],
     AppSrc = filename:join("src", atom_to_list(Name) ++ ".app.src"),
     Files = lists:usort(Kept ++ Include) -- [AppSrc],
     lists:foreach(fun(F) ->
