@@ -7,7 +7,9 @@
 
 #include <openssl/crypto.h>
 
+#include "base_url.h"
 #include "commands.h"
+#include "http.h"
 #include "port_state.h"
 
 void cmd_lst_request(const frame *f, uint64_t id, int at)
@@ -115,7 +117,9 @@ void cmd_sign(const frame *f, uint64_t id, int at)
         reply_badarg(id, "method");
         return;
     }
-    if (dec_url(f, &at, &url) != 0) {
+    size_t url_len;
+    if (dec_cstr(f, &at, &url, &url_len) != 0 || url_len > HTTP_URL_MAX ||
+        abs_url_check(url, url_len) != 0) {
         reply_badarg(id, "url");
         return;
     }

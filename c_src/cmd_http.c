@@ -219,8 +219,12 @@ static void on_auth_done(void *user, const http_result *r)
         if (js != LST_JSON_OK) {
             (void)erlcmd_log(g_port.c, "warning", "authenticate: bad response (%s)",
                              lst_json_status_atom(js));
-            for (size_t i = 0; i < o->nids; i++)
-                reply_error2(o->ids[i], "bad_response", lst_json_status_atom(js));
+            for (size_t i = 0; i < o->nids; i++) {
+                if (js == LST_JSON_BAD_DH)
+                    reply_error(o->ids[i], lst_json_status_atom(js));
+                else
+                    reply_error2(o->ids[i], "bad_response", lst_json_status_atom(js));
+            }
         } else {
             oauth_status st = oauth_lst_complete(g_port.session, a.dh_response, a.signature,
                                                  a.expires_ms);

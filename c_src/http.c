@@ -505,7 +505,7 @@ static int is_tchar(unsigned char c)
 http_set_status http_xfer_header(http_xfer *x, const char *name, size_t nlen,
                                  const char *value, size_t vlen)
 {
-    if (nlen == 0 || nlen + vlen + 3 > HEADER_LINE_MAX || x->nreq_hdrs >= HTTP_REQ_HEADERS_MAX)
+    if (nlen == 0 || nlen + vlen + 3 > HEADER_LINE_MAX || x->nreq_hdrs >= HTTP_XFER_HEADERS_MAX)
         return HTTP_SET_BAD_HEADER;
     for (size_t i = 0; i < nlen; i++)
         if (!is_tchar((unsigned char)name[i]))

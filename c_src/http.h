@@ -22,9 +22,11 @@
 #define HTTP_URL_MAX ((size_t)64 * 1024)
 #define HTTP_TIMEOUT_DEFAULT 10000
 #define HTTP_TIMEOUT_NONE (-1L)  /* no time limit */
-/* Request headers one transfer takes: count and name + value bytes. */
+/* A request's own headers (PROTOCOL.md): count and name + value bytes. */
 #define HTTP_REQ_HEADERS_MAX 100
 #define HTTP_REQ_HEADER_BYTES_MAX ((size_t)64 * 1024)
+/* What one transfer takes: those and the signed Authorization. */
+#define HTTP_XFER_HEADERS_MAX (HTTP_REQ_HEADERS_MAX + 1)
 
 typedef struct http_xfer http_xfer;
 
@@ -80,7 +82,7 @@ http_set_status http_xfer_method(http_xfer *x, const char *method);
  * NUL-terminated, at most HTTP_URL_MAX bytes, sent as given. */
 http_set_status http_xfer_url(http_xfer *x, const char *url);
 /* One request header; name is a token, value without CR/LF/NUL, at most
- * HTTP_REQ_HEADERS_MAX per transfer. A Content-Length is ignored (libcurl
+ * HTTP_XFER_HEADERS_MAX per transfer. A Content-Length is ignored (libcurl
  * sends the real one). Linear in the header's size, O(1) in the count. */
 http_set_status http_xfer_header(http_xfer *x, const char *name, size_t nlen,
                                  const char *value, size_t vlen);
