@@ -26,7 +26,9 @@
 %% {@link request/4}). Other reasons: `{bad_config, Field, Why}',
 %% `not_authenticated', `lst_expired', `no_pending_handshake', `bad_dh_response',
 %% `lst_signature_mismatch', `{http, Status, Body}' (handshake refused),
-%% `{bad_response, not_json | missing_field}', `{transport, Kind}',
+%% `{bad_response, not_json | missing_field | lst_expiration}',
+%% `{transport, Kind}' (`Kind' e.g. `connect', `recv', `bad_status': a
+%% status line outside 100..599),
 %% `too_large', `cancelled', `rate_limited' (request/4: the rate limit
 %% cannot let it go before its deadline; not sent). No reason contains a key, the decrypted secret
 %% or the LST.

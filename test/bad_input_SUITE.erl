@@ -365,12 +365,12 @@ header_cap(Config) ->
     ?assertMatch(#{bad_signatures := 0}, ?F:stats()),
     %% The port's own check, for a caller that bypasses the API.
     {ok, P, _} = ibkr_oauth_port:open(),
-    ok = port_call(P, 1, {init, port_config()}),
+    ok = ?L:port_call(P, 1, {init, ?L:port_config(#{})}),
     Http = fun(H) -> {http, #{method => <<"GET">>, url => <<"http://127.0.0.1:1/x">>, sign => false,
                               headers => H}} end,
-    [?assertEqual({error, {badarg, headers}}, port_call(P, 10 + I, Http(H)))
+    [?assertEqual({error, {badarg, headers}}, ?L:port_call(P, 10 + I, Http(H)))
      || {I, H} <- lists:enumerate([Hs(101), Hs(60000), Hs(100000), Big])],
-    ?assertMatch({error, {transport, connect, #{sent := false}}}, port_call(P, 20, Http(Hs(100)))),
+    ?assertMatch({error, {transport, connect, #{sent := false}}}, ?L:port_call(P, 20, Http(Hs(100)))),
     ibkr_oauth_port:close(P).
 
 %% sign/3 wants an absolute http(s) URL of valid UTF-8 (PROTOCOL.md); the
@@ -389,11 +389,11 @@ sign_url_not_absolute_http(Config) ->
     [expect(fun({ok, <<"OAuth ", _/binary>>}) -> true; (_) -> false end,
             fun() -> ibkr_oauth:sign(S, get, U) end) || U <- Good],
     {ok, P, _} = ibkr_oauth_port:open(),
-    ok = port_call(P, 1, {init, port_config()}),
-    [?assertEqual({U, {error, {badarg, url}}}, {U, port_call(P, 2, {sign, <<"GET">>, U, #{}})})
+    ok = ?L:port_call(P, 1, {init, ?L:port_config(#{})}),
+    [?assertEqual({U, {error, {badarg, url}}}, {U, ?L:port_call(P, 2, {sign, <<"GET">>, U, #{}})})
      || U <- Bad],
     %% (no LST in this port: past the URL check, that is the answer)
-    [?assertEqual({U, {error, not_authenticated}}, {U, port_call(P, 3, {sign, <<"GET">>, U, #{}})})
+    [?assertEqual({U, {error, not_authenticated}}, {U, ?L:port_call(P, 3, {sign, <<"GET">>, U, #{}})})
      || U <- Good],
     ibkr_oauth_port:close(P).
 
@@ -434,25 +434,6 @@ expect_cheap(Want, Fun, MaxReductions) ->
                    {R, R1 - R0}
            end).
 
-port_config() ->
-    {ok, V} = ibkr_oauth_config:validate(ibkr_test_lib:vector_config(public)),
-    ibkr_oauth_config:to_port(V).
-
-%% One command to a raw port and its answer (log events skipped).
-port_call(P, Id, Cmd) ->
-    ok = ibkr_oauth_port:send(P, Id, Cmd),
-    port_reply(P, Id).
-
-port_reply(P, Id) ->
-    receive
-        {P, {data, Bin}} ->
-            case ibkr_oauth_port:decode(Bin) of
-                {ok, Id, Reply} -> Reply;
-                {ok, 0, {log, _, _}} -> port_reply(P, Id);
-                Other -> ct:fail({unexpected_frame, Other})
-            end
-    after 30000 -> ct:fail({no_reply, Id})
-    end.
 
 %% supervisor callback (api_arguments/1: child_spec/1 with a bad config).
 init([]) -> {ok, {#{strategy => one_for_one}, []}}.
