@@ -19,7 +19,8 @@
  * Erlang has no infinite float. Floats that underflow become 0.0 or a
  * subnormal, as strtod rounds them; -0.0 stays -0.0.
  *
- * Neither function has global state; both are safe on any input bytes.
+ * Neither function has global state or recursion (nesting costs no C
+ * stack); both are safe on any input bytes.
  */
 #ifndef IBKR_JSON_ETF_H
 #define IBKR_JSON_ETF_H
@@ -60,8 +61,10 @@ int json_etf_decode(ei_x_buff *x, const char *json, size_t len, const char **why
  * true/false/null -> literals. Anything else (tuples, pids, other atoms as
  * values, invalid UTF-8, bitstrings, improper lists, a map whose keys give
  * the same JSON name twice such as <<"a">> and a) is an error. Floats are
- * written in the shortest form that reads back to the same double, always
- * with a '.' or an exponent (1.0, not 1). Strings keep UTF-8 as is; '"',
+ * written with the fewest digits that read back as the same double, laid
+ * out as JavaScript does (fixed notation from 1e-6 up to below 1e21, else
+ * 1.5e+300), always with a '.' or an exponent (1.0, not 1), so they decode
+ * back to floats. Strings keep UTF-8 as is; '"',
  * '\' and control characters are escaped. Returns a malloc'd NUL-terminated
  * string and its length (*out_len may be NULL), or NULL with *why (if
  * non-NULL) set to "badarg", "depth" or "nomem". *index is advanced past the

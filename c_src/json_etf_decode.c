@@ -1,7 +1,7 @@
 /*
- * json_etf_decode.c — JSON text to an Erlang term (json_etf.h), a strict
- * recursive-descent parser writing the external format straight into the
- * caller's ei_x_buff.
+ * json_etf_decode.c — JSON text to an Erlang term (json_etf.h): a strict
+ * parser (iterative, with an explicit stack of open containers) writing the
+ * external format straight into the caller's ei_x_buff.
  *
  * Not json-c: its 0.16 strict mode still accepts NaN, Infinity and "1.",
  * silently clamps integers beyond 64 bits, truncates keys at \u0000 and lets
@@ -24,12 +24,22 @@
 
 #include "json_etf_internal.h"
 
+/* An open array or object. */
+typedef struct {
+    int at;         /* index of its header (count patched when it closes) */
+    int is_obj;
+    uint32_t count; /* values so far */
+    size_t first;   /* its members' spans start at mem[first] (objects) */
+    long member;    /* where the member being parsed starts (objects) */
+} jframe;
+
 typedef struct {
     const unsigned char *p, *end;
     ei_x_buff *x;
     const char *why;
+    jframe stack[JSON_ETF_MAX_DEPTH];
     int depth;
-    je_span *mem; /* members of the objects being parsed, innermost last */
+    je_span *mem; /* members of the open objects, innermost last */
     size_t nmem, capmem;
 } jd;
 
@@ -293,8 +303,6 @@ static int number(jd *d)
 
 /* ---- containers --------------------------------------------------------------------- */
 
-static int value(jd *d);
-
 static int literal(jd *d, const char *word)
 {
     size_t n = strlen(word);
@@ -302,37 +310,6 @@ static int literal(jd *d, const char *word)
         return FAIL(d, "syntax");
     d->p += n;
     return ei_x_encode_atom(d->x, word) == 0 ? 0 : FAIL(d, "nomem");
-}
-
-static int array(jd *d)
-{
-    int at;
-    uint32_t count = 0;
-    if (put_header(d, JE_LIST, &at) != 0)
-        return -1;
-    d->p++;
-    skip_ws(d);
-    if (d->p < d->end && *d->p == ']') {
-        d->p++;
-        d->x->index = at; /* [] is NIL alone */
-        return put(d, (unsigned char[]){JE_NIL}, 1);
-    }
-    for (;;) {
-        if (value(d) != 0)
-            return -1;
-        count++;
-        skip_ws(d);
-        if (d->p == d->end)
-            return FAIL(d, "syntax");
-        if (*d->p == ']')
-            break;
-        if (*d->p++ != ',')
-            return FAIL(d, "syntax");
-        skip_ws(d);
-    }
-    d->p++;
-    patch32(d, at, count);
-    return put(d, (unsigned char[]){JE_NIL}, 1);
 }
 
 static int push_member(jd *d, long start, long end)
@@ -399,48 +376,10 @@ static uint32_t dedup(jd *d, int at, je_span *m, size_t n)
     return (uint32_t)(n - dropped);
 }
 
-static int object(jd *d)
+/* A scalar at d->p, or the opening of a container (then pushed, *opened). */
+static int value_start(jd *d, int *opened)
 {
-    int at;
-    size_t first = d->nmem;
-    if (put_header(d, JE_MAP, &at) != 0)
-        return -1;
-    d->p++;
-    skip_ws(d);
-    if (d->p < d->end && *d->p == '}') {
-        d->p++;
-        return 0; /* #{}: count 0 is already there */
-    }
-    for (;;) {
-        long start = d->x->index;
-        if (d->p == d->end || *d->p != '"')
-            return FAIL(d, "syntax");
-        if (string(d) != 0)
-            return -1;
-        skip_ws(d);
-        if (d->p == d->end || *d->p++ != ':')
-            return FAIL(d, "syntax");
-        skip_ws(d);
-        if (value(d) != 0 || push_member(d, start, d->x->index) != 0)
-            return -1;
-        skip_ws(d);
-        if (d->p == d->end)
-            return FAIL(d, "syntax");
-        if (*d->p == '}')
-            break;
-        if (*d->p++ != ',')
-            return FAIL(d, "syntax");
-        skip_ws(d);
-    }
-    d->p++;
-    uint32_t count = dedup(d, at, d->mem + first, d->nmem - first);
-    d->nmem = first;
-    patch32(d, at, count);
-    return 0;
-}
-
-static int value(jd *d)
-{
+    *opened = 0;
     if (d->p == d->end)
         return FAIL(d, "syntax");
     switch (*d->p) {
@@ -448,10 +387,13 @@ static int value(jd *d)
     case '[': {
         if (d->depth == JSON_ETF_MAX_DEPTH)
             return FAIL(d, "depth");
-        d->depth++;
-        int rc = *d->p == '{' ? object(d) : array(d);
-        d->depth--;
-        return rc;
+        jframe *f = &d->stack[d->depth++];
+        f->is_obj = *d->p == '{';
+        f->count = 0;
+        f->first = d->nmem;
+        d->p++;
+        *opened = 1;
+        return put_header(d, f->is_obj ? JE_MAP : JE_LIST, &f->at);
     }
     case '"': return string(d);
     case 't': return literal(d, "true");
@@ -461,6 +403,85 @@ static int value(jd *d)
         if (*d->p == '-' || (*d->p >= '0' && *d->p <= '9'))
             return number(d);
         return FAIL(d, "syntax");
+    }
+}
+
+/* An object member's key and colon; notes where the member starts. */
+static int member_key(jd *d, jframe *f)
+{
+    f->member = d->x->index;
+    if (d->p == d->end || *d->p != '"')
+        return FAIL(d, "syntax");
+    if (string(d) != 0)
+        return -1;
+    skip_ws(d);
+    if (d->p == d->end || *d->p++ != ':')
+        return FAIL(d, "syntax");
+    skip_ws(d);
+    return 0;
+}
+
+/* Closes the innermost container, whose closing bracket is at d->p. */
+static int close_container(jd *d)
+{
+    jframe *f = &d->stack[--d->depth];
+    d->p++;
+    if (f->is_obj) {
+        uint32_t n = f->count > 1 ? dedup(d, f->at, d->mem + f->first, f->count) : f->count;
+        d->nmem = f->first;
+        patch32(d, f->at, n);
+        return 0;
+    }
+    if (f->count == 0)
+        d->x->index = f->at; /* [] is NIL alone */
+    else
+        patch32(d, f->at, f->count);
+    return put(d, (unsigned char[]){JE_NIL}, 1);
+}
+
+/* One value with everything nested in it, iteratively: an explicit stack
+ * of open containers, so depth costs no C stack. */
+static int parse(jd *d)
+{
+    for (;;) {
+        int opened;
+        if (value_start(d, &opened) != 0)
+            return -1;
+        if (opened) {
+            jframe *f = &d->stack[d->depth - 1];
+            skip_ws(d);
+            if (d->p == d->end || *d->p != (f->is_obj ? '}' : ']')) {
+                if (f->is_obj && member_key(d, f) != 0)
+                    return -1;
+                continue; /* its first value */
+            }
+            if (close_container(d) != 0)
+                return -1;
+        }
+        /* A value is complete: count it in its container, then a ',' or
+         * the end of that container (itself a completed value). */
+        for (;;) {
+            if (d->depth == 0)
+                return 0;
+            jframe *f = &d->stack[d->depth - 1];
+            if (f->is_obj && push_member(d, f->member, d->x->index) != 0)
+                return -1;
+            f->count++;
+            skip_ws(d);
+            if (d->p == d->end)
+                return FAIL(d, "syntax");
+            if (*d->p == (f->is_obj ? '}' : ']')) {
+                if (close_container(d) != 0)
+                    return -1;
+                continue;
+            }
+            if (*d->p++ != ',')
+                return FAIL(d, "syntax");
+            skip_ws(d);
+            if (f->is_obj && member_key(d, f) != 0)
+                return -1;
+            break;
+        }
     }
 }
 
@@ -474,7 +495,7 @@ int json_etf_decode(ei_x_buff *x, const char *json, size_t len, const char **why
         skip_ws(&d);
         if (d.p == d.end) {
             d.why = "empty";
-        } else if (value(&d) == 0) {
+        } else if (parse(&d) == 0) {
             skip_ws(&d);
             rc = d.p == d.end ? 0 : FAIL(&d, "syntax");
         }

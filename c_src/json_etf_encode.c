@@ -15,13 +15,21 @@
 #include "codec.h"
 #include "json_etf_internal.h"
 
+/* An open list or map. */
+typedef struct {
+    int is_map, started; /* started: an element was written (',' before the next) */
+    uint32_t left;       /* elements (maps: pairs) still to read */
+    size_t first;        /* its keys' spans start at keys[first] (maps) */
+} eframe;
+
 typedef struct {
     const unsigned char *buf;
     size_t len, i; /* the term bytes and the read cursor */
     strbuf out;
     const char *why;
+    eframe stack[JSON_ETF_MAX_DEPTH];
     int depth;
-    je_span *keys; /* JSON text of the keys of the maps being written */
+    je_span *keys; /* JSON text of the keys of the open maps */
     size_t nkeys, capkeys;
 } je;
 
@@ -174,26 +182,68 @@ static int put_big(je *e, size_t n, int negative)
     return 0;
 }
 
-/* The shortest %g form that reads back as the same double, with ".0" added
- * when it would otherwise read back as an integer. */
+/* The shortest digits that read back as the same double (precision 1..17
+ * of %e), laid out as JavaScript does: fixed notation for decimal exponents
+ * -7 < e < 21, else d.ddde+X; ".0" is added to an integral fixed form so
+ * that it reads back as a float (1.0, not 1). */
 static int put_double(je *e, double v)
 {
     if (!isfinite(v))
         return BADARG(e);
     char s[40];
-    for (int prec = 1; prec <= 17; prec++) {
-        (void)snprintf(s, sizeof s, "%.*g", prec, v);
-        if (strtod(s, NULL) == v)
+    for (int prec = 0; prec <= 16; prec++) {
+        (void)snprintf(s, sizeof s, "%.*e", prec, fabs(v));
+        if (strtod(s, NULL) == fabs(v))
             break;
     }
-    if (puts_(e, s) != 0)
-        return -1;
-    return strpbrk(s, ".e") == NULL ? put(e, ".0", 2) : 0;
+    /* s is "d.ddde+XX" or "de+XX": the digits D and the point position n
+     * (value = 0.D * 10^n). */
+    char dig[20] = {'0'};
+    size_t k = 0;
+    const char *c = s;
+    for (; *c != 'e'; c++)
+        if (*c != '.')
+            dig[k++] = *c;
+    long n = strtol(c + 1, NULL, 10) + 1;
+    while (k > 1 && dig[k - 1] == '0')
+        k--;
+    char out[48];
+    size_t o = 0;
+    if (signbit(v))
+        out[o++] = '-';
+    if ((long)k <= n && n <= 21) {
+        memcpy(out + o, dig, k);
+        o += k;
+        for (long z = n - (long)k; z > 0; z--)
+            out[o++] = '0';
+        out[o++] = '.';
+        out[o++] = '0';
+    } else if (0 < n && n < (long)k) {
+        memcpy(out + o, dig, (size_t)n);
+        o += (size_t)n;
+        out[o++] = '.';
+        memcpy(out + o, dig + n, k - (size_t)n);
+        o += k - (size_t)n;
+    } else if (-6 < n && n <= 0) {
+        out[o++] = '0';
+        out[o++] = '.';
+        for (long z = n; z < 0; z++)
+            out[o++] = '0';
+        memcpy(out + o, dig, k);
+        o += k;
+    } else {
+        out[o++] = dig[0];
+        if (k > 1) {
+            out[o++] = '.';
+            memcpy(out + o, dig + 1, k - 1);
+            o += k - 1;
+        }
+        o += (size_t)snprintf(out + o, sizeof out - o, "e%+ld", n - 1);
+    }
+    return put(e, out, o);
 }
 
 /* ---- terms -------------------------------------------------------------------------- */
-
-static int value(je *e);
 
 static int push_key(je *e, long start)
 {
@@ -217,78 +267,85 @@ static int by_text(const je_span *a, const je_span *b, const void *ctx)
     return c != 0 ? c : (la > lb) - (la < lb);
 }
 
-/* A key: a binary (UTF-8) or any atom, as a JSON string. */
+/* A key: a binary (UTF-8) or any atom, as a JSON string, then ':'. */
 static int key(je *e)
 {
+    long start = (long)e->out.len;
+    int rc;
     if (need(e, 1) != 0)
         return -1;
     unsigned char tag = e->buf[e->i++];
     if (is_atom_tag(tag)) {
         unsigned char name[255 * 4];
         size_t n;
-        return atom_name(e, tag, name, &n) == 0 ? put_string(e, name, n) : -1;
-    }
-    if (tag != JE_BINARY || need(e, 4) != 0)
-        return BADARG(e);
-    size_t n = je_get32(e->buf + e->i);
-    e->i += 4;
-    if (need(e, n) != 0 || je_utf8_valid(e->buf + e->i, n) != n)
-        return BADARG(e);
-    e->i += n;
-    return put_string(e, e->buf + e->i - n, n);
-}
-
-static int map(je *e, uint32_t arity)
-{
-    size_t first = e->nkeys;
-    if (put(e, "{", 1) != 0)
-        return -1;
-    for (uint32_t k = 0; k < arity; k++) {
-        if (k > 0 && put(e, ",", 1) != 0)
-            return -1;
-        long start = (long)e->out.len;
-        if (key(e) != 0 || push_key(e, start) != 0 || put(e, ":", 1) != 0 || value(e) != 0)
-            return -1;
-    }
-    /* The same JSON name twice (<<"a">> and a, or a malformed map). */
-    je_span *m = e->keys + first;
-    size_t n = e->nkeys - first;
-    je_sort(m, n, by_text, e->out.data);
-    for (size_t k = 0; k + 1 < n; k++)
-        if (by_text(&m[k], &m[k + 1], e->out.data) == 0)
+        rc = atom_name(e, tag, name, &n) == 0 ? put_string(e, name, n) : -1;
+    } else {
+        if (tag != JE_BINARY || need(e, 4) != 0)
             return BADARG(e);
-    e->nkeys = first;
-    return put(e, "}", 1);
+        size_t n = je_get32(e->buf + e->i);
+        e->i += 4;
+        if (need(e, n) != 0 || je_utf8_valid(e->buf + e->i, n) != n)
+            return BADARG(e);
+        e->i += n;
+        rc = put_string(e, e->buf + e->i - n, n);
+    }
+    return rc == 0 && push_key(e, start) == 0 ? put(e, ":", 1) : -1;
 }
 
-static int list(je *e, uint32_t n)
-{
-    if (put(e, "[", 1) != 0)
-        return -1;
-    for (uint32_t k = 0; k < n; k++)
-        if ((k > 0 && put(e, ",", 1) != 0) || value(e) != 0)
-            return -1;
-    /* Proper lists only: the tail is []. */
-    if (need(e, 1) != 0 || e->buf[e->i++] != JE_NIL)
-        return BADARG(e);
-    return put(e, "]", 1);
-}
-
-static int container(je *e, unsigned char tag)
+/* Opens a list or map: pushed, its bracket written. */
+static int open_container(je *e, unsigned char tag)
 {
     if (need(e, 4) != 0)
         return -1;
-    uint32_t n = je_get32(e->buf + e->i);
-    e->i += 4;
     if (e->depth == JSON_ETF_MAX_DEPTH)
         return FAIL(e, "depth");
-    e->depth++;
-    int rc = tag == JE_MAP ? map(e, n) : list(e, n);
-    e->depth--;
-    return rc;
+    eframe *f = &e->stack[e->depth++];
+    f->is_map = tag == JE_MAP;
+    f->left = je_get32(e->buf + e->i);
+    f->started = 0;
+    f->first = e->nkeys;
+    e->i += 4;
+    return put(e, f->is_map ? "{" : "[", 1);
 }
 
-static int value(je *e)
+/* Closes the innermost container, all of its elements written. */
+static int close_container(je *e)
+{
+    eframe *f = &e->stack[--e->depth];
+    if (!f->is_map) {
+        /* Proper lists only: the tail is []. */
+        if (need(e, 1) != 0 || e->buf[e->i++] != JE_NIL)
+            return BADARG(e);
+        return put(e, "]", 1);
+    }
+    /* The same JSON name twice (<<"a">> and a, or a malformed map). */
+    size_t n = e->nkeys - f->first;
+    if (n > 1) {
+        je_span *m = e->keys + f->first;
+        je_sort(m, n, by_text, e->out.data);
+        for (size_t k = 0; k + 1 < n; k++)
+            if (by_text(&m[k], &m[k + 1], e->out.data) == 0)
+                return BADARG(e);
+    }
+    e->nkeys = f->first;
+    return put(e, "}", 1);
+}
+
+static int atom_value(je *e, unsigned char tag)
+{
+    static const char *const lit[] = {"true", "false", "null"};
+    unsigned char name[255 * 4];
+    size_t n;
+    if (atom_name(e, tag, name, &n) != 0)
+        return -1;
+    for (size_t k = 0; k < sizeof lit / sizeof lit[0]; k++)
+        if (n == strlen(lit[k]) && memcmp(name, lit[k], n) == 0)
+            return puts_(e, lit[k]);
+    return BADARG(e);
+}
+
+/* A scalar, written, or a list or map, opened. */
+static int value_start(je *e)
 {
     if (need(e, 1) != 0)
         return -1;
@@ -300,12 +357,13 @@ static int value(je *e)
             return -1;
         e->i++;
         return put_i64(e, p[0]);
-    case JE_INT:
+    case JE_INT: {
         if (need(e, 4) != 0)
             return -1;
         e->i += 4;
         uint32_t u = je_get32(p); /* two's complement, without an implementation-defined cast */
         return put_i64(e, (long long)u - (u & 0x80000000u ? 0x100000000LL : 0));
+    }
     case JE_SMALL_BIG:
     case JE_LARGE_BIG: {
         size_t hl = tag == JE_SMALL_BIG ? 1 : 4;
@@ -352,21 +410,37 @@ static int value(je *e)
     }
     case JE_LIST:
     case JE_MAP:
-        return container(e, tag);
+        return open_container(e, tag);
     default:
-        break;
+        return is_atom_tag(tag) ? atom_value(e, tag) : BADARG(e);
     }
-    if (is_atom_tag(tag)) {
-        unsigned char name[255 * 4];
-        size_t n;
-        if (atom_name(e, tag, name, &n) != 0)
+}
+
+/* One term with everything nested in it, iteratively: an explicit stack of
+ * open containers, so depth costs no C stack. */
+static int encode(je *e)
+{
+    for (;;) {
+        if (value_start(e) != 0)
             return -1;
-        static const char *const lit[] = {"true", "false", "null"};
-        for (size_t k = 0; k < 3; k++)
-            if (n == strlen(lit[k]) && memcmp(name, lit[k], n) == 0)
-                return puts_(e, lit[k]);
+        /* Close the containers that have no element left... */
+        for (;;) {
+            if (e->depth == 0)
+                return 0;
+            if (e->stack[e->depth - 1].left > 0)
+                break;
+            if (close_container(e) != 0)
+                return -1;
+        }
+        /* ...then on to the next element of the innermost one. */
+        eframe *f = &e->stack[e->depth - 1];
+        f->left--;
+        if (f->started && put(e, ",", 1) != 0)
+            return -1;
+        f->started = 1;
+        if (f->is_map && key(e) != 0)
+            return -1;
     }
-    return BADARG(e);
 }
 
 char *json_etf_encode(const char *buf, int buf_len, int *index, size_t *out_len, const char **why)
@@ -380,9 +454,11 @@ char *json_etf_encode(const char *buf, int buf_len, int *index, size_t *out_len,
         e.len = (size_t)buf_len;
         e.i = (size_t)*index;
         /* Reserve once so that "[]" and friends still get a buffer. */
-        if (strbuf_reserve(&e.out, 64) != 0)
-            e.why = "nomem";
-        else if (value(&e) == 0 && (n = e.out.len, s = strbuf_release(&e.out)) == NULL)
+        if (strbuf_reserve(&e.out, 64) == 0 && encode(&e) == 0) {
+            n = e.out.len;
+            s = strbuf_release(&e.out);
+        }
+        if (s == NULL && e.why == NULL)
             e.why = "nomem";
     }
     strbuf_free(&e.out);
