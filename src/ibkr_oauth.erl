@@ -188,8 +188,7 @@ child_spec(Config) ->
 %% must exist on every node. Elixir:
 %% `:ibkr_oauth.child_spec({:cluster, MyApp.IBKR}, config)'.
 -spec child_spec(name(), config()) -> supervisor:child_spec().
-child_spec({cluster, _} = Id, Config) ->
-    {cluster, Name} = Id,
+child_spec({cluster, Name} = Id, Config) ->
     #{id => Id,
       start => {ibkr_oauth_cluster, start_link, [Name, ibkr_oauth_config:seal(Config)]},
       restart => permanent,
