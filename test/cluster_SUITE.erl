@@ -319,13 +319,14 @@ wait_one_owner(Peers, Name, SsodhInits) ->
     #{node := Node} = call(P0, ibkr_oauth, stats, [{global, Name}]),
     Node.
 
-%% The node resolves the name to an authenticated session in its own part.
+%% The node resolves the name to a session in its own part that is done
+%% with its handshake (LST and brokerage session).
 own_part_session(P, N, Name) ->
     case call(P, global, whereis_name, [Name]) of
         Pid when is_pid(Pid) ->
             lists:member(node(Pid), [N | call(P, erlang, nodes, [])]) andalso
                 case call(P, ibkr_oauth, stats, [{global, Name}]) of
-                    #{authenticated := true} -> true;
+                    #{authenticated := true, handshake_in_flight := false} -> true;
                     _ -> false
                 end;
         _ -> false
