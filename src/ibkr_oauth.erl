@@ -261,7 +261,7 @@ lst_request(Server, Pins) ->
 lst_complete(Server, Answer) when is_map(Answer) ->
     Fields = [{diffie_hellman_response, fun is_binary/1},
               {live_session_token_signature, fun is_binary/1},
-              {live_session_token_expiration, fun is_integer/1}],
+              {live_session_token_expiration, fun is_non_neg_integer/1}],
     case [K || {K, Ok} <- Fields, not (is_map_key(K, Answer) andalso Ok(maps:get(K, Answer)))] of
         [] -> call(Server, {lst_complete, maps:with([K || {K, _} <- Fields], Answer)},
                    ?CALL_TIMEOUT);
