@@ -95,7 +95,8 @@
 -type job() :: {req, reference()} | handshake | ssodh | tickle.
 
 -record(req, {
-    from :: from(),
+    %% a caller, or the stream's own tickle/ssodh (answered as a message)
+    from :: from() | {stream_http, tickle | ssodh},
     method :: atom(),
     url :: binary(),
     path = <<>> :: binary(),                   % relative, without the query
@@ -465,6 +466,7 @@ handle_info(Msg, St) ->
 %% is closed (the C program exits on EOF).
 -spec terminate(term(), state()) -> ok.
 terminate(Reason, St0) ->
+    stream_stopped(St0),
     Logout = has_live_lst(St0) andalso St0#st.managed andalso not port_reason(Reason),
     St = fail_all(port_down, St0),
     case St#st.port of
@@ -868,7 +870,10 @@ finish(Ref, Reply0, #st{reqs = Reqs} = St0) ->
                         {true, _} -> websocket_reply(Reply0, St)
                     end,
             log_request(R, Reply0),
-            gen_server:reply(From, Reply),
+            _ = case From of
+                    {stream_http, _} -> self() ! {From, Reply};
+                    _ -> gen_server:reply(From, Reply)
+                end,
             count_reply(Reply, St#st{reqs = Reqs1});
         error -> St0
     end.
@@ -1486,7 +1491,8 @@ waiting(#st{pending = P, reqs = Reqs, auth_waiters = W}) ->
 %% events and replies, tickles, LST renewals, port restarts, monitors, its
 %% timer) and carries out the actions it returns. Its tickles and
 %% ssodh/init calls are ordinary requests (handshake first when needed, rate
-%% limit, retries), answered to this process as {{stream_http, What}, Reply}.
+%% limit, retries), answered to this process as {{stream_http, What}, Reply}
+%% (finish/3).
 
 -spec new_stream(ibkr_oauth_config:validated()) -> ibkr_oauth_stream:state().
 new_stream(V) ->
@@ -1551,6 +1557,13 @@ stream_port(Cmd, What, St) ->
         {error, _} -> St1                        % the port is gone: port_down follows
     end.
 
+%% On stop: every subscriber that is up hears that its stream is down.
+-spec stream_stopped(state()) -> ok.
+stream_stopped(#st{stream = S}) ->
+    {Actions, _} = ibkr_oauth_stream:handle(stop, now_ms(), S),
+    _ = [Pid ! {ibkr_oauth, Sub, Msg} || {deliver, Pid, Sub, Msg} <- Actions],
+    ok.
+
 %% The answer to the latest ws_open; an earlier one's socket was replaced.
 -spec ws_open_reply(term(), state()) -> state().
 ws_open_reply({ok, Conn}, St) when is_integer(Conn) ->
@@ -1572,7 +1585,7 @@ stream_http(What, Method, Path, Body, St) ->
                   <<>> -> [];
                   _ -> [{<<"content-type">>, <<"application/json">>}]
               end,
-    {Ref, St1} = new_req(#req{from = {self(), {stream_http, What}}, method = Method, url = Path,
+    {Ref, St1} = new_req(#req{from = {stream_http, What}, method = Method, url = Path,
                               headers = Headers, body = Body}, default, St),
     dispatch(Ref, St1).
 

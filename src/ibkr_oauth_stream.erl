@@ -12,7 +12,9 @@
 %% `{ssodh_result, ok | {error, R}}', `{ws_opened, Conn}',
 %% `{ws_open_failed, Reason}', `{ws_event, Conn, Event}' (the port's
 %% `{message, Term}', `{text, Bin}', `{closed, Reason}'), `port_down',
-%% `lst_renewed', `tick' (the timer of the last `{timer, tick, Ms}' action).
+%% `lst_renewed', `tick' (the timer of the last `{timer, tick, Ms}' action),
+%% `stop' (the session stops: every subscriber that is up gets
+%% `{status, {down, session_stopped}}').
 %%
 %% <h3>Actions</h3>
 %% `tickle', `ssodh_init', `{ws_open, #{cookie := Session}}',
@@ -60,7 +62,7 @@
                | {ssodh_result, ok | {error, term()}}
                | {ws_opened, conn()} | {ws_open_failed, term()}
                | {ws_event, conn(), term()}
-               | port_down | lst_renewed | tick.
+               | port_down | lst_renewed | tick | stop.
 -type action() :: tickle | ssodh_init
                 | {ws_open, #{cookie := binary()}}
                 | {ws_send, conn(), binary()} | {ws_close, conn()}
@@ -286,7 +288,10 @@ input(lst_renewed, Now, St = #st{sock = Sock}) when Sock =/= idle ->
 input(lst_renewed, _Now, St) ->
     {[], St};
 input(tick, Now, St) ->
-    tick(Now, St).
+    tick(Now, St);
+input(stop, _Now, St) ->
+    {A, St1} = down(session_stopped, St#st{conn = undefined}),
+    {[D || D = {deliver, _, _, _} <- A], idle(St1)}.
 
 %%--------------------------------------------------------------------
 %% Subscribers

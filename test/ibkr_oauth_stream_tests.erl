@@ -306,3 +306,16 @@ open_failure_backs_off_test() ->
     {A, _} = h({ws_open_failed, {http, 401, <<>>}}, 1, St1),
     ?assertMatch([{log, warning, stream_reconnect_wait, #{reason := {open_failed, {http, 401, <<>>}}}},
                   {timer, tick, _}], A).
+
+stop_tells_subscribers_test() ->
+    {Sub, _, St0} = subscribed(pnl),
+    Waiting = make_ref(),
+    {_, St1} = h({subscribe, Waiting, self(), orders}, 0, St0),
+    {_, St2} = feed([{tickle_result, {ok, #{session => ?SESSION, iserver => false}}},
+                     {ssodh_result, {error, {http, 500}}},
+                     {tickle_result, {ok, #{session => ?SESSION, iserver => false}}},
+                     {ws_opened, 1}, {ws_event, 1, system()}], 0, St1),
+    {A, St3} = h(stop, 1, St2),
+    %% orders never came up (no sts): only pnl hears of it
+    ?assertEqual([{deliver, self(), Sub, {status, {down, session_stopped}}}], lists:droplast(A)),
+    #{stream_state := idle} = ?S:stats(St3).

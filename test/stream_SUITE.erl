@@ -13,7 +13,7 @@
          dropped_socket/1, rotated_session/1, smd_expiry_refreshed/1, lst_renewal/1,
          port_killed/1, brokerage_session_lost/1, slow_subscriber/1,
          dead_subscriber_unsubscribed/1, fan_out_shares_one_subscription/1,
-         unsubscribe_closes_socket/1]).
+         unsubscribe_closes_socket/1, stop_tells_subscribers/1]).
 
 -define(F, ibkr_fake_server).
 -define(W, ibkr_fake_ws).
@@ -28,7 +28,8 @@ suite() -> [{timetrap, {minutes, 3}}].
 all() ->
     [market_data_ticks, other_streams, bad_topics, dropped_socket, rotated_session,
      smd_expiry_refreshed, lst_renewal, port_killed, brokerage_session_lost, slow_subscriber,
-     dead_subscriber_unsubscribed, fan_out_shares_one_subscription, unsubscribe_closes_socket].
+     dead_subscriber_unsubscribed, fan_out_shares_one_subscription, unsubscribe_closes_socket,
+     stop_tells_subscribers].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ibkr_oauth),
@@ -266,6 +267,14 @@ unsubscribe_closes_socket(Config) ->
     receive {ibkr_oauth, Sub, M} -> error({after_unsubscribe, M})
     after 500 -> ok
     end.
+
+stop_tells_subscribers(Config) ->
+    S = ?config(session, Config),
+    {ok, Sub} = ibkr_oauth:subscribe(S, ?MD),
+    up = status(Sub),
+    unlink(S),
+    ok = ibkr_oauth:stop(S),
+    {down, session_stopped} = status(Sub).
 
 %%% ---------------------------------------------------------------- helpers
 
