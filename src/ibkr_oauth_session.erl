@@ -159,7 +159,7 @@
     %% its subscribers, its one timer, the id of the ws_open it waits for.
     stream :: ibkr_oauth_stream:state(),
     stream_mons = #{} :: #{pid() => reference()},
-    stream_timer :: {reference(), reference()} | undefined,
+    stream_timer :: {reference(), reference(), integer()} | undefined,  % timer, tag, due (ms)
     ws_open_id :: id() | undefined
 }).
 -type state() :: #st{}.
@@ -441,7 +441,7 @@ handle_info({hs_watchdog, Id}, #st{handshake = {_, Id, _}, pending = P} = St) ->
     end;
 handle_info({hs_watchdog, _}, St) ->
     {noreply, St};                                % that handshake step ended
-handle_info({stream_tick, Ref}, #st{stream_timer = {_, Ref}} = St) ->
+handle_info({stream_tick, Ref}, #st{stream_timer = {_, Ref, _}} = St) ->
     {noreply, stream_input(tick, St#st{stream_timer = undefined})};
 handle_info({stream_tick, _}, St) ->
     {noreply, St};                                % a replaced timer
@@ -1536,17 +1536,27 @@ stream_action({log, Level, Event, Meta}, St) ->
     logger:log(Level, "ibkr_oauth: stream ~s ~0p", [Event, scrub(Meta)],
                ?META#{event => Event}),
     St;
-stream_action({timer, tick, Ms}, #st{stream_timer = Old} = St) ->
+%% Most inputs (every message) move the next deadline a little later: a
+%% timer due earlier is kept (an early tick does nothing but ask for the
+%% next one), so a busy stream does not re-arm a timer per message.
+stream_action({timer, tick, infinity}, #st{stream_timer = Old} = St) ->
     case Old of
-        {TRef, _} -> cancel_timer(TRef);
+        {TRef, _, _} -> cancel_timer(TRef);
         undefined -> ok
     end,
-    case Ms of
-        infinity -> St#st{stream_timer = undefined};
-        _ ->
-            Ref = make_ref(),
-            St#st{stream_timer = {erlang:send_after(Ms, self(), {stream_tick, Ref}), Ref}}
+    St#st{stream_timer = undefined};
+stream_action({timer, tick, Ms}, #st{stream_timer = Old} = St) ->
+    Due = now_ms() + Ms,
+    case Old of
+        {_, _, OldDue} when OldDue =< Due -> St;
+        {TRef, _, _} -> cancel_timer(TRef), arm_stream_timer(Ms, Due, St);
+        undefined -> arm_stream_timer(Ms, Due, St)
     end.
+
+-spec arm_stream_timer(non_neg_integer(), integer(), state()) -> state().
+arm_stream_timer(Ms, Due, St) ->
+    Ref = make_ref(),
+    St#st{stream_timer = {erlang:send_after(Ms, self(), {stream_tick, Ref}), Ref, Due}}.
 
 %% A websocket command whose reply does not matter (the events tell).
 -spec stream_port(term(), ws_send | ws_close, state()) -> state().
