@@ -14,6 +14,7 @@
 
 #include <openssl/crypto.h>
 
+#include "cmd_ws.h"
 #include "dispatch_internal.h"
 
 /* ---- state --------------------------------------------------------------------- */
@@ -132,6 +133,9 @@ static const struct {
     {"authenticate", 1, 1, cmd_authenticate},
     {"cancel", 1, 0, cmd_cancel},
     {"stats", 0, 1, cmd_stats},
+    {"ws_open", 1, 1, cmd_ws_open},
+    {"ws_send", 2, 1, cmd_ws_send},
+    {"ws_close", 1, 1, cmd_ws_close},
 };
 
 static void run(const frame *f, int idx)
@@ -254,6 +258,7 @@ void dispatch_frame(erlcmd *c, char *buf, size_t len, void *ctx)
 
 void dispatch_shutdown(void)
 {
+    ws_shutdown();
     ops_shutdown();
     oauth_session_free(D.session);
     D.session = NULL;

@@ -47,6 +47,13 @@ void cmd_sign(const frame *f, uint64_t id, int at);
 void cmd_authenticate(const frame *f, uint64_t id, int at);
 void cmd_http(const frame *f, uint64_t id, int at);
 void cmd_cancel(const frame *f, uint64_t id, int at);
+void cmd_ws_open(const frame *f, uint64_t id, int at);
+void cmd_ws_send(const frame *f, uint64_t id, int at);
+void cmd_ws_close(const frame *f, uint64_t id, int at);
+
+/* Cancels the ws_open waiting under id (answered {error, cancelled}): 1,
+ * or 0 when no ws_open waits under it. */
+int ws_cancel_open(uint64_t id);
 
 /* The pending authenticate (if any) answered {error, cancelled}: a replaced
  * session's handshake cannot complete. */
