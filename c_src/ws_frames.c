@@ -20,6 +20,8 @@ struct ws_frames {
     uint8_t *pre;           /* bytes read with the 101 head, not yet parsed */
     size_t npre, pre_off;
     int eof;                /* io reported the end of the stream */
+    int would_block;        /* io had nothing more to read */
+    size_t nread;           /* bytes handed to wslay */
     const char *io_error;   /* "recv" / "send" once io failed */
     int nomem;
     int closing;            /* we started the close handshake */
@@ -41,12 +43,16 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
             n = len;
         memcpy(buf, f->pre + f->pre_off, n);
         f->pre_off += n;
+        f->nread += n;
         return (ssize_t)n;
     }
     ssize_t n = f->ops->recv(f->io, buf, len);
-    if (n > 0)
+    if (n > 0) {
+        f->nread += (size_t)n;
         return n;
+    }
     if (n == WS_IO_AGAIN) {
+        f->would_block = 1;
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
     } else {
         if (n == 0)
@@ -183,7 +189,17 @@ void ws_frames_on_writable(ws_frames *f)
 
 void ws_frames_on_readable(ws_frames *f)
 {
-    int r = wslay_event_recv(f->ctx);
+    /* wslay_event_recv returns after a short read that ends mid-frame; the
+     * rest may already sit decrypted in the TLS layer, where poll() cannot
+     * see it. So read until io itself says it has nothing. */
+    int r;
+    size_t before;
+    do {
+        f->would_block = 0;
+        before = f->nread;
+        r = wslay_event_recv(f->ctx);
+    } while (r == 0 && !f->would_block && f->nread != before && !f->eof &&
+             f->io_error == NULL && wslay_event_get_read_enabled(f->ctx));
     if (r == WSLAY_ERR_NOMEM)
         f->nomem = 1;
     /* Pongs, the answer to a close, or our close after a protocol error:
