@@ -220,9 +220,9 @@ void cmd_ws_open(const frame *f, uint64_t id, int at)
         return;
     }
     if ((idx = fl[O_TIMEOUT].at) >= 0) {
-        char atom[ATOM_BUF];
         long long ms;
         if (type_at(f, idx, &t, &sz) == 0 && t == ERL_ATOM_EXT) {
+            char atom[ATOM_BUF];
             if (dec_atom(f, &idx, atom) != 0 || strcmp(atom, "infinity") != 0) {
                 reply_badarg(id, "timeout");
                 return;

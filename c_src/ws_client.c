@@ -323,7 +323,7 @@ int ws_client_poll_timeout(const ws_client *c)
 
 void ws_client_handle(ws_client *c, const struct pollfd *p, size_t n)
 {
-    short rev = n > 0 && c->state != C_CONNECTING ? p[0].revents : 0;
+    int rev = n > 0 && c->state != C_CONNECTING ? p[0].revents : 0;
     switch (c->state) {
     case C_CONNECTING:
         ws_conn_handle(c->conn, p, n);

@@ -206,12 +206,7 @@ ws_resp_status ws_response_parse(const char *buf, size_t len, const char *accept
     r->head_len = 0;
     r->content_length = -1;
     size_t scan = len < WS_HEAD_MAX ? len : WS_HEAD_MAX;
-    const char *end = NULL;
-    for (size_t i = 0; i + 4 <= scan; i++)
-        if (memcmp(buf + i, "\r\n\r\n", 4) == 0) {
-            end = buf + i;
-            break;
-        }
+    const char *end = memmem(buf, scan, "\r\n\r\n", 4);
     if (end == NULL)
         return len >= WS_HEAD_MAX ? WS_RESP_BAD_UPGRADE : WS_RESP_MORE;
     r->head_len = (size_t)(end - buf) + 4;

@@ -186,8 +186,9 @@ static void test_bad_upgrade(void **state)
     /* A head that never ends is refused at WS_HEAD_MAX, not buffered. */
     char *big = malloc(WS_HEAD_MAX);
     assert_non_null(big);
-    memcpy(big, "HTTP/1.1 101 OK\r\nX: ", 20);
-    memset(big + 20, 'a', WS_HEAD_MAX - 20);
+    static const char start[] = "HTTP/1.1 101 OK\r\nX: ";
+    memcpy(big, start, sizeof start - 1); /* a prefix: no NUL wanted */
+    memset(big + sizeof start - 1, 'a', WS_HEAD_MAX - (sizeof start - 1));
     assert_int_equal(ws_response_parse(big, WS_HEAD_MAX - 1, ACCEPT, &r), WS_RESP_MORE);
     assert_int_equal(ws_response_parse(big, WS_HEAD_MAX, ACCEPT, &r), WS_RESP_BAD_UPGRADE);
     free(big);
