@@ -110,7 +110,10 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
             memcpy(f->close_text, a->msg + 2, n);
         f->close_len = n;
     } else if ((a->opcode == WSLAY_TEXT_FRAME || a->opcode == WSLAY_BINARY_FRAME) && !f->closing) {
-        f->h.message(f->user, a->opcode == WSLAY_BINARY_FRAME, a->msg, a->msg_length);
+        /* wslay hands an empty message over as NULL. */
+        static const uint8_t none[1];
+        f->h.message(f->user, a->opcode == WSLAY_BINARY_FRAME, a->msg != NULL ? a->msg : none,
+                     a->msg_length);
     }
 }
 
