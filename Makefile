@@ -86,7 +86,7 @@ test-asan: deps-test
 	exit $$rc
 
 # memcheck with leak check over the C unit tests, the fuzz corpus replayed
-# through the port's request path, and the raw protocol and crypto suites (the
+# through the port's request path, and the raw protocol, crypto and websocket suites (the
 # port runs under valgrind via scripts/valgrind-port.sh; IBKR_TEST_SLOW makes
 # them wait longer and loop less). protocol_SUITE's session group is left
 # out: it asserts wall-clock bounds (restarts, a 450 ms start) that a port
@@ -107,6 +107,8 @@ valgrind: deps-test
 	IBKR_TEST_SLOW=1 $(REBAR3) ct --suite test/protocol_SUITE --group raw
 	IBKR_OAUTH_PORT=$(CURDIR)/scripts/valgrind-port.sh VALGRIND_LOG_DIR=$(CURDIR)/_build/valgrind \
 	IBKR_TEST_SLOW=1 $(REBAR3) ct --suite test/oauth_SUITE
+	IBKR_OAUTH_PORT=$(CURDIR)/scripts/valgrind-port.sh VALGRIND_LOG_DIR=$(CURDIR)/_build/valgrind \
+	IBKR_TEST_SLOW=1 $(REBAR3) ct --suite test/ws_port_SUITE
 	scripts/check-valgrind-logs.sh _build/valgrind
 
 fuzz: deps-dev
