@@ -30,6 +30,8 @@ struct ws_client {
     size_t inlen;
     ws_response resp;
     int64_t deadline;     /* open timeout, or end of the close wait; -1 none */
+    int more;             /* the read budget ran out with input left */
+    int may_read;         /* as the last ws_client_poll_fill was told */
     uint64_t max_message;
 };
 
@@ -227,8 +229,8 @@ static void send_request(ws_client *c)
 
 static void run_frames(ws_client *c, int readable, int writable)
 {
-    if (readable && ws_frames_want_read(c->frames))
-        ws_frames_on_readable(c->frames);
+    if (readable)
+        c->more = ws_frames_want_read(c->frames) && ws_frames_on_readable(c->frames);
     if (writable && ws_frames_want_write(c->frames))
         ws_frames_on_writable(c->frames);
     ws_end e;
@@ -281,8 +283,9 @@ size_t ws_client_poll_count(const ws_client *c)
     return c->state == C_CONNECTING ? 4 : 1;
 }
 
-size_t ws_client_poll_fill(const ws_client *c, struct pollfd *p, size_t max, int may_read)
+size_t ws_client_poll_fill(ws_client *c, struct pollfd *p, size_t max, int may_read)
 {
+    c->may_read = may_read || c->state == C_CLOSING;
     if (c->state == C_CONNECTING)
         return ws_conn_poll_fill(c->conn, p, max);
     if (c->state == C_DONE || max == 0)
@@ -297,7 +300,7 @@ size_t ws_client_poll_fill(const ws_client *c, struct pollfd *p, size_t max, int
         ev = POLLIN;
         break;
     default:
-        if ((may_read || c->state == C_CLOSING) && ws_frames_want_read(c->frames))
+        if (c->may_read && ws_frames_want_read(c->frames))
             ev |= POLLIN;
         if (ws_frames_want_write(c->frames))
             ev |= POLLOUT;
@@ -311,6 +314,8 @@ size_t ws_client_poll_fill(const ws_client *c, struct pollfd *p, size_t max, int
 
 int ws_client_poll_timeout(const ws_client *c)
 {
+    if (c->more && c->may_read && c->state != C_DONE)
+        return 0; /* input left over from the last turn */
     int t = c->state == C_CONNECTING ? ws_conn_poll_timeout(c->conn) : -1;
     if (c->deadline >= 0 && c->state != C_DONE) {
         int64_t left = c->deadline - now_ms();
@@ -350,8 +355,9 @@ void ws_client_handle(ws_client *c, const struct pollfd *p, size_t n)
         break;
     case C_OPEN:
     case C_CLOSING:
-        if (rev != 0)
-            run_frames(c, (rev & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) != 0,
+        if (rev != 0 || (c->more && c->may_read))
+            run_frames(c, (rev & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) != 0 ||
+                              (c->more && c->may_read),
                        (rev & (POLLOUT | POLLERR)) != 0);
         break;
     default:

@@ -66,7 +66,7 @@ int ws_client_finished(const ws_client *c);
 /* The poll loop. may_read 0 leaves an open socket's input unread (the
  * output to the BEAM is backed up). */
 size_t ws_client_poll_count(const ws_client *c);
-size_t ws_client_poll_fill(const ws_client *c, struct pollfd *p, size_t max, int may_read);
+size_t ws_client_poll_fill(ws_client *c, struct pollfd *p, size_t max, int may_read);
 int ws_client_poll_timeout(const ws_client *c);
 void ws_client_handle(ws_client *c, const struct pollfd *p, size_t n);
 

@@ -22,6 +22,8 @@ struct ws_frames {
     int eof;                /* io reported the end of the stream */
     int would_block;        /* io had nothing more to read */
     size_t nread;           /* bytes handed to wslay */
+    size_t budget;          /* bytes this on_readable may still read */
+    int budget_hit;
     const char *io_error;   /* "recv" / "send" once io failed */
     int nomem;
     int closing;            /* we started the close handshake */
@@ -46,9 +48,15 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         f->nread += n;
         return (ssize_t)n;
     }
-    ssize_t n = f->ops->recv(f->io, buf, len);
+    if (f->budget == 0) {
+        f->budget_hit = 1; /* as if nothing were there: wslay returns */
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    ssize_t n = f->ops->recv(f->io, buf, len < f->budget ? len : f->budget);
     if (n > 0) {
         f->nread += (size_t)n;
+        f->budget -= (size_t)n;
         return n;
     }
     if (n == WS_IO_AGAIN) {
@@ -190,25 +198,30 @@ void ws_frames_on_writable(ws_frames *f)
         f->io_error = "send"; /* the mask key could not be made */
 }
 
-void ws_frames_on_readable(ws_frames *f)
+int ws_frames_on_readable(ws_frames *f)
 {
     /* wslay_event_recv returns after a short read that ends mid-frame; the
      * rest may already sit decrypted in the TLS layer, where poll() cannot
-     * see it. So read until io itself says it has nothing. */
+     * see it. So read until io itself says it has nothing (or the budget is
+     * spent, and the caller comes back). */
     int r;
     size_t before;
+    f->budget = WS_READ_BUDGET;
+    f->budget_hit = 0;
     do {
         f->would_block = 0;
         before = f->nread;
         r = wslay_event_recv(f->ctx);
-    } while (r == 0 && !f->would_block && f->nread != before && !f->eof &&
+    } while (r == 0 && !f->would_block && !f->budget_hit && f->nread != before && !f->eof &&
              f->io_error == NULL && wslay_event_get_read_enabled(f->ctx));
     if (r == WSLAY_ERR_NOMEM)
         f->nomem = 1;
+    int more = f->budget_hit && r == 0 && wslay_event_get_read_enabled(f->ctx);
     /* Pongs, the answer to a close, or our close after a protocol error:
      * out at once when the socket takes them. */
     if (wslay_event_want_write(f->ctx))
         ws_frames_on_writable(f);
+    return more;
 }
 
 int ws_frames_want_read(const ws_frames *f)

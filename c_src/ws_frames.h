@@ -66,8 +66,12 @@ void ws_frames_close(ws_frames *f, int code);
 size_t ws_frames_queued(const ws_frames *f);
 
 /* Reads what io has (the socket is readable), delivers messages, answers
- * pings. Then ws_frames_ended() may report the end. */
-void ws_frames_on_readable(ws_frames *f);
+ * pings. Then ws_frames_ended() may report the end. Stops after
+ * WS_READ_BUDGET bytes so a fast server cannot hold the port's loop: 1
+ * then (call again soon: the rest may wait in the TLS layer, invisible to
+ * poll), else 0. */
+#define WS_READ_BUDGET ((size_t)1024 * 1024)
+int ws_frames_on_readable(ws_frames *f);
 /* Writes what io takes. */
 void ws_frames_on_writable(ws_frames *f);
 int ws_frames_want_read(const ws_frames *f);

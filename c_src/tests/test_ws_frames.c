@@ -20,7 +20,7 @@
 /* ---- the in-memory stream -------------------------------------------------------------- */
 
 typedef struct {
-    uint8_t in[1 << 20];   /* server -> client, not yet read */
+    uint8_t in[3 << 20];   /* server -> client, not yet read */
     size_t inlen, inoff;
     int eof;               /* after in: end of stream (else AGAIN) */
     size_t read_chunk;     /* max bytes per recv (0: any) */
@@ -435,6 +435,22 @@ static void test_send_blocked_then_failed(void **state)
     assert_string_equal(e.what, "send");
 }
 
+/* A server faster than the port: each call stops after WS_READ_BUDGET
+ * bytes and says so; nothing is lost. */
+static void test_read_budget(void **state)
+{
+    fixture *fx = *state;
+    static char m[1000];
+    memset(m, 'm', sizeof m);
+    size_t n = WS_READ_BUDGET / sizeof m + 200;
+    for (size_t i = 0; i < n; i++)
+        server_frame(&fx->st, 1, 1, m, sizeof m, 0);
+    assert_int_equal(ws_frames_on_readable(fx->f), 1);
+    assert_true(fx->sn.count > 0 && (size_t)fx->sn.count < n);
+    assert_int_equal(ws_frames_on_readable(fx->f), 0);
+    assert_int_equal(fx->sn.count, n);
+}
+
 static void test_pre_bytes(void **state)
 {
     (void)state;
@@ -467,7 +483,7 @@ int main(void)
         T(test_masked_by_server), T(test_bad_opcode), T(test_continuation_without_start),
         T(test_new_message_inside_fragmented), T(test_too_large), T(test_too_large_fragmented),
         T(test_huge_length_not_allocated), T(test_bad_utf8), T(test_long_ping), T(test_eof),
-        T(test_send_blocked_then_failed), cmocka_unit_test(test_pre_bytes),
+        T(test_send_blocked_then_failed), T(test_read_budget), cmocka_unit_test(test_pre_bytes),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
