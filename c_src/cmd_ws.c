@@ -9,12 +9,14 @@
 #include <string.h>
 
 #include "cmd_ws.h"
-#include "dispatch_internal.h"
+#include "commands.h"
+#include "http.h"
+#include "json_etf.h"
+#include "port_state.h"
 #include "ws_client.h"
 
 #define WS_MAX_MESSAGE_DEFAULT ((uint64_t)1024 * 1024)
 #define WS_MAX_MESSAGE_LIMIT ((uint64_t)64 * 1024 * 1024)
-#define WS_TIMEOUT_DEFAULT 10000
 #define WS_SEND_QUEUE_MAX ((size_t)16 * 1024 * 1024) /* unsent bytes (server not reading) */
 #define DEFAULT_UA "ClientPortalGW/1"
 
@@ -33,29 +35,27 @@ static struct {
 /* {0, {ws, Conn, Inner}}: the header up to Inner. */
 static ei_x_buff *begin_event(size_t extra)
 {
-    if (erlcmd_reserve(D.c, extra + 64) != 0)
+    if (erlcmd_reserve(g_port.c, extra + 64) != 0)
         return NULL;
-    ei_x_buff *x = erlcmd_begin_reply(D.c, 0);
+    ei_x_buff *x = erlcmd_begin_reply(g_port.c, 0);
     if (x == NULL)
         return NULL;
     int r = ei_x_encode_tuple_header(x, 3);
     r |= ei_x_encode_atom(x, "ws");
     r |= ei_x_encode_ulonglong(x, W.conn);
     if (r != 0) {
-        (void)erlcmd_end(D.c, r);
+        (void)erlcmd_end(g_port.c, r);
         return NULL;
     }
     return x;
 }
 
-/* {message, Term} for a JSON payload: 0, or -1 (not JSON). No JSON decoder
- * is in the port yet, so every message is text for now. */
+/* {message, Term} for a JSON payload: 0, or -1 (not JSON). */
 static int encode_json(ei_x_buff *x, const uint8_t *p, size_t n)
 {
-    (void)x;
-    (void)p;
-    (void)n;
-    return -1;
+    if (ei_x_encode_tuple_header(x, 2) != 0 || ei_x_encode_atom(x, "message") != 0)
+        return -1;
+    return json_etf_decode(x, (const char *)p, n, NULL);
 }
 
 /* The event term of one message: {message, Term}, else {text, Bin}. */
@@ -77,7 +77,7 @@ static void on_message(void *user, int binary, const uint8_t *p, size_t n)
     (void)binary;
     ei_x_buff *x = begin_event(n);
     if (x != NULL)
-        (void)erlcmd_end(D.c, encode_message(x, p, n));
+        (void)erlcmd_end(g_port.c, encode_message(x, p, n));
 }
 
 static void send_closed(const ws_end *e)
@@ -99,25 +99,25 @@ static void send_closed(const ws_end *e)
         r |= ei_x_encode_atom(x, e->kind == WS_END_TRANSPORT ? "transport" : "protocol");
         r |= ei_x_encode_atom(x, e->what);
     }
-    (void)erlcmd_end(D.c, r);
+    (void)erlcmd_end(g_port.c, r);
 }
 
 static void on_ended(void *user, const ws_end *e)
 {
     (void)user;
-    (void)erlcmd_log(D.c, "info", "websocket %llu closed", (unsigned long long)W.conn);
+    (void)erlcmd_log(g_port.c, "info", "websocket %llu closed", (unsigned long long)W.conn);
     send_closed(e);
 }
 
 static void on_opened(void *user)
 {
     (void)user;
-    ei_x_buff *x = erlcmd_begin_reply(D.c, W.open_id);
+    ei_x_buff *x = erlcmd_begin_reply(g_port.c, W.open_id);
     if (x != NULL) {
         int r = ei_x_encode_tuple_header(x, 2);
         r |= ei_x_encode_atom(x, "ok");
         r |= ei_x_encode_ulonglong(x, W.conn);
-        (void)erlcmd_end(D.c, r);
+        (void)erlcmd_end(g_port.c, r);
     }
     W.open_id = 0;
 }
@@ -132,19 +132,19 @@ static void on_failed(void *user, const ws_fail *f)
         reply_error(id, "timeout");
         break;
     case WS_FAIL_TRANSPORT:
-        (void)erlcmd_log(D.c, "debug", "websocket open failed: %s (%s)", f->what, f->detail);
+        (void)erlcmd_log(g_port.c, "debug", "websocket open failed: %s (%s)", f->what, f->detail);
         reply_error2(id, "transport", f->what);
         break;
     case WS_FAIL_BAD_RESPONSE:
-        (void)erlcmd_log(D.c, "warning", "websocket open: bad response (%s)", f->what);
+        (void)erlcmd_log(g_port.c, "warning", "websocket open: bad response (%s)", f->what);
         reply_error2(id, "bad_response", f->what);
         break;
     default: {
-        (void)erlcmd_log(D.c, "warning", "websocket open: HTTP status %d", f->status);
-        D.errors++;
-        if (erlcmd_reserve(D.c, f->body_len + 64) != 0)
+        (void)erlcmd_log(g_port.c, "warning", "websocket open: HTTP status %d", f->status);
+        g_port.errors++;
+        if (erlcmd_reserve(g_port.c, f->body_len + 64) != 0)
             break;
-        ei_x_buff *x = erlcmd_begin_reply(D.c, id);
+        ei_x_buff *x = erlcmd_begin_reply(g_port.c, id);
         if (x == NULL)
             break;
         int r = ei_x_encode_tuple_header(x, 2);
@@ -153,7 +153,7 @@ static void on_failed(void *user, const ws_fail *f)
         r |= ei_x_encode_atom(x, "http");
         r |= ei_x_encode_long(x, f->status);
         r |= erlcmd_encode_binary(x, f->body, f->body_len);
-        (void)erlcmd_end(D.c, r);
+        (void)erlcmd_end(g_port.c, r);
         break;
     }
     }
@@ -219,9 +219,9 @@ void cmd_ws_open(const frame *f, uint64_t id, int at)
         reply_badarg(id, "opts");
         return;
     }
-    ws_open_opts o = {NULL, 0, DEFAULT_UA, sizeof DEFAULT_UA - 1, WS_TIMEOUT_DEFAULT,
+    ws_open_opts o = {NULL, 0, DEFAULT_UA, sizeof DEFAULT_UA - 1, HTTP_TIMEOUT_DEFAULT,
                       WS_MAX_MESSAGE_DEFAULT};
-    int idx, t, sz;
+    int idx;
     if ((idx = fl[O_COOKIE].at) < 0 || dec_bin(f, &idx, &o.cookie, &o.cookie_len) != 0 ||
         !ws_cookie_ok(o.cookie, o.cookie_len)) {
         reply_badarg(id, "cookie");
@@ -232,22 +232,13 @@ void cmd_ws_open(const frame *f, uint64_t id, int at)
         reply_badarg(id, "user_agent");
         return;
     }
-    if ((idx = fl[O_TIMEOUT].at) >= 0) {
-        long long ms;
-        if (type_at(f, idx, &t, &sz) == 0 && t == ERL_ATOM_EXT) {
-            char atom[ATOM_BUF];
-            if (dec_atom(f, &idx, atom) != 0 || strcmp(atom, "infinity") != 0) {
-                reply_badarg(id, "timeout");
-                return;
-            }
-            o.timeout_ms = 0;
-        } else if (dec_i64(f, &idx, &ms) != 0 || ms < 1 || ms > 0x7fffffffLL) {
-            reply_badarg(id, "timeout");
-            return;
-        } else {
-            o.timeout_ms = (long)ms;
-        }
+    long timeout;
+    const char *bad = get_timeout(f, fl[O_TIMEOUT].at, &timeout);
+    if (bad != NULL) {
+        reply_badarg(id, bad);
+        return;
     }
+    o.timeout_ms = timeout == HTTP_TIMEOUT_NONE ? 0 : timeout; /* ws_client: 0 = none */
     unsigned long long max;
     if ((idx = fl[O_MAX].at) >= 0) {
         if (dec_u64(f, &idx, &max) != 0 || max == 0 || max > WS_MAX_MESSAGE_LIMIT) {
@@ -256,14 +247,18 @@ void cmd_ws_open(const frame *f, uint64_t id, int at)
         }
         o.max_message = max;
     }
+    if (timeout == 0) {
+        reply_error(id, "timeout"); /* a deadline already passed: nothing sent */
+        return;
+    }
     const char *why;
     if (http_open(&why) != 0) {
-        (void)erlcmd_log(D.c, "warning", "websocket unavailable: %s", why);
+        (void)erlcmd_log(g_port.c, "warning", "websocket unavailable: %s", why);
         reply_error2(id, "transport", "other");
         return;
     }
     ws_target tg;
-    if (ws_target_init(&tg, D.base_url, oauth_access_token(D.session)) != 0) {
+    if (ws_target_init(&tg, g_port.base_url, oauth_access_token(g_port.session)) != 0) {
         reply_error(id, "nomem");
         return;
     }
@@ -278,7 +273,7 @@ void cmd_ws_open(const frame *f, uint64_t id, int at)
     W.open_id = id;
     W.max_message = o.max_message;
     W.ncur = 0;
-    D.requests++;
+    g_port.requests++;
 }
 
 void cmd_ws_send(const frame *f, uint64_t id, int at)
@@ -309,7 +304,7 @@ void cmd_ws_send(const frame *f, uint64_t id, int at)
     if (ws_client_send_text(W.cur, (const uint8_t *)text, n) != 0)
         reply_error(id, "closed");
     else
-        (void)erlcmd_reply_ok(D.c, id);
+        (void)erlcmd_reply_ok(g_port.c, id);
     reap();
 }
 
@@ -322,7 +317,7 @@ void cmd_ws_close(const frame *f, uint64_t id, int at)
     }
     if (W.cur != NULL && conn == W.conn && W.open_id == 0)
         retire_current(0);
-    (void)erlcmd_reply_ok(D.c, id);
+    (void)erlcmd_reply_ok(g_port.c, id);
 }
 
 /* ---- poll loop -------------------------------------------------------------------------------- */

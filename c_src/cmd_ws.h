@@ -8,6 +8,11 @@
 
 #include <poll.h>
 #include <stddef.h>
+#include <stdint.h>
+
+/* Cancels the ws_open waiting under id (answered {error, cancelled}): 1,
+ * or 0 when no ws_open waits under it. */
+int ws_cancel_open(uint64_t id);
 
 size_t ws_poll_count(void);  /* an upper bound of what ws_poll_fill fills */
 /* may_read 0: the output to the BEAM is backed up, leave messages unread. */

@@ -135,10 +135,16 @@ fragmented_with_ping(Config) ->
     ?assertEqual({text, Big}, await_event(P, Conn)),
     stop_port(P).
 
+%% Binary messages too: JSON decoded, anything else as it came.
 binary_message(Config) ->
     {P, S, Conn} = open(Config),
     ok = ibkr_ws_peer:send_frame(S, true, 2, <<0, 1, 2, 255>>),
     ?assertEqual({text, <<0, 1, 2, 255>>}, await_event(P, Conn)),
+    ok = ibkr_ws_peer:send_frame(S, true, 2, <<"[1, 2.5, null, true, \"x\", {}]">>),
+    ?assertEqual({message, [1, 2.5, null, true, <<"x">>, #{}]}, await_event(P, Conn)),
+    %% Almost JSON is text.
+    ok = ibkr_ws_peer:send_frame(S, true, 1, <<"{\"a\":1">>),
+    ?assertEqual({text, <<"{\"a\":1">>}, await_event(P, Conn)),
     stop_port(P).
 
 %% The server's close is answered with the same code (masked) and reported.
@@ -315,6 +321,8 @@ bad_arguments(Config) ->
                  call(P, 6, {ws_open, #{cookie => ?COOKIE, timeout => -1}})),
     ?assertEqual({error, {badarg, timeout}},
                  call(P, 7, {ws_open, #{cookie => ?COOKIE, timeout => never}})),
+    %% 0 is a deadline already passed: answered at once, nothing connects.
+    ?assertEqual({error, timeout}, call(P, 15, {ws_open, #{cookie => ?COOKIE, timeout => 0}})),
     ?assertEqual({error, {badarg, max_message}},
                  call(P, 8, {ws_open, #{cookie => ?COOKIE, max_message => 0}})),
     ?assertEqual({error, {badarg, opts}}, call(P, 9, {ws_open, not_a_map})),
@@ -370,13 +378,9 @@ frame(Payload) ->
     true = Len < 126,
     <<1:1, 0:3, 1:4, 0:1, Len:7, Payload/binary>>.
 
-%% A JSON message: {message, Term} once the port decodes JSON, {text, Raw}
-%% before.
+%% A JSON message arrives decoded (Raw: what was sent, for the report).
 assert_json(Raw, Term, Event) ->
-    case Event of
-        {message, T} -> ?assertEqual(Term, T);
-        _ -> ?assertEqual({text, Raw}, Event)
-    end.
+    ?assertEqual({Raw, {message, Term}}, {Raw, Event}).
 
 call(P, Id, Cmd) ->
     ok = ibkr_oauth_port:send(P, Id, Cmd),
