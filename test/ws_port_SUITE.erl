@@ -14,7 +14,8 @@
          fragmented_with_ping/1, server_close/1, client_close/1, wrong_accept/1,
          missing_upgrade/1, refused_upgrade/1, masked_server_frame/1, too_large/1,
          send_over_cap/1, peer_eof/1, replaced/1, open_timeout/1, cancel_open/1,
-         untrusted_certificate/1, bad_arguments/1, before_init/1, binary_message/1]).
+         untrusted_certificate/1, bad_arguments/1, before_init/1, binary_message/1,
+         burst_in_order/1, close_unanswered/1, send_busy/1]).
 
 -define(COOKIE, <<"a1b2c3d4e5f60718293a4b5c6d7e8f90">>).
 -define(T, 10000).
@@ -25,7 +26,8 @@ all() ->
     [upgrade_request, tic_masked_and_messages, frames_with_the_101, fragmented_with_ping,
      binary_message, server_close, client_close, wrong_accept, missing_upgrade,
      refused_upgrade, masked_server_frame, too_large, send_over_cap, peer_eof, replaced,
-     open_timeout, cancel_open, untrusted_certificate, bad_arguments, before_init].
+     open_timeout, cancel_open, untrusted_certificate, bad_arguments, before_init,
+     burst_in_order, close_unanswered, send_busy].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ssl),
@@ -271,6 +273,54 @@ replaced(Config) ->
     ok = call(P, 11, {ws_send, Conn2, <<"tic">>}),
     ?assertMatch(#{payload := <<"tic">>}, ibkr_ws_peer:recv_frame(S2)),
     stop_port(P).
+
+%% 20,000 messages (about 1.7 MB) in one write: each delivered once, in
+%% order, although the port reads at most 1 MiB per turn (coming back for
+%% the rest on the next one).
+burst_in_order(Config) ->
+    {P, S, Conn} = open(Config),
+    N = 20000,
+    Frames = [frame(<<"{\"seq\":", (integer_to_binary(I))/binary, ",\"pad\":\"",
+                      (binary:copy(<<"p">>, 60))/binary, "\"}">>) || I <- lists:seq(1, N)],
+    ok = ibkr_ws_peer:send_raw(S, Frames),
+    Seqs = [begin
+                {message, #{<<"seq">> := Seq}} = await_event(P, Conn),
+                Seq
+            end || _ <- lists:seq(1, N)],
+    ?assertEqual(lists:seq(1, N), Seqs),
+    %% And the socket still works both ways.
+    ok = call(P, 2, {ws_send, Conn, <<"tic">>}),
+    ?assertMatch(#{payload := <<"tic">>}, ibkr_ws_peer:recv_frame(S)),
+    stop_port(P).
+
+%% A server that never answers our close: the port closes the connection
+%% itself (after its 2 s wait), silently.
+close_unanswered(Config) ->
+    {P, S, Conn} = open(Config),
+    ok = call(P, 2, {ws_close, Conn}),
+    ?assertMatch(#{opcode := 8, payload := <<1000:16>>}, ibkr_ws_peer:recv_frame(S)),
+    ?assertEqual({error, closed}, ssl:recv(S, 0, ?T)),
+    no_ws_events(P),
+    stop_port(P).
+
+%% A server that does not read: queued output is bounded, ws_send answers
+%% busy instead of buffering without end.
+send_busy(Config) ->
+    {P, _S, Conn} = open(Config, #{max_message => 1048576}),
+    Text = binary:copy(<<"b">>, 1048576),
+    Replies = send_until_busy(P, Conn, Text, 1, 200),
+    ?assertEqual({error, busy}, lists:last(Replies)),
+    ?assert(lists:all(fun(R) -> R =:= ok end, lists:droplast(Replies))),
+    %% 16 MiB queued at least, beyond what the kernel buffers took.
+    ?assert(length(Replies) > 16),
+    stop_port(P).
+
+send_until_busy(_P, _Conn, _Text, I, Max) when I > Max -> [];
+send_until_busy(P, Conn, Text, I, Max) ->
+    case call(P, 100 + I, {ws_send, Conn, Text}) of
+        ok -> [ok | send_until_busy(P, Conn, Text, I + 1, Max)];
+        Other -> [Other]
+    end.
 
 %% A server that never answers the upgrade: timeout.
 open_timeout(Config) ->
