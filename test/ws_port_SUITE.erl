@@ -15,7 +15,7 @@
          missing_upgrade/1, refused_upgrade/1, masked_server_frame/1, too_large/1,
          send_over_cap/1, peer_eof/1, replaced/1, open_timeout/1, cancel_open/1,
          untrusted_certificate/1, bad_arguments/1, before_init/1, binary_message/1,
-         burst_in_order/1, close_unanswered/1, send_busy/1]).
+         burst_in_order/1, close_unanswered/1, send_busy/1, plain_ws/1]).
 
 -define(COOKIE, <<"a1b2c3d4e5f60718293a4b5c6d7e8f90">>).
 -define(T, 10000).
@@ -27,7 +27,7 @@ all() ->
      binary_message, server_close, client_close, wrong_accept, missing_upgrade,
      refused_upgrade, masked_server_frame, too_large, send_over_cap, peer_eof, replaced,
      open_timeout, cancel_open, untrusted_certificate, bad_arguments, before_init,
-     burst_in_order, close_unanswered, send_busy].
+     burst_in_order, close_unanswered, send_busy, plain_ws].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ssl),
@@ -320,6 +320,31 @@ send_until_busy(P, Conn, Text, I, Max) ->
     case call(P, 100 + I, {ws_send, Conn, Text}) of
         ok -> [ok | send_until_busy(P, Conn, Text, I + 1, Max)];
         Other -> [Other]
+    end.
+
+%% An http:// base URL gives ws:// on plain TCP, same handshake and frames.
+plain_ws(_Config) ->
+    Peer = ibkr_ws_peer:listen_plain(),
+    try
+        {ok, P, _} = ibkr_oauth_port:open(),
+        Cfg = port_config(#{base_url => maps:get(base_url, Peer)}),
+        ok = call(P, 1, {init, Cfg}),
+        ok = ibkr_oauth_port:send(P, 2, {ws_open, #{cookie => ?COOKIE}}),
+        S = ibkr_ws_peer:accept(Peer),
+        Req = ibkr_ws_peer:read_upgrade(S),
+        Token = maps:get(access_token, Cfg),
+        ?assertEqual(<<"/v1/api/ws?oauth_token=", Token/binary>>, maps:get(target, Req)),
+        ?assertMatch(<<"127.0.0.1:", _/binary>>, ibkr_ws_peer:header(<<"host">>, Req)),
+        ok = ibkr_ws_peer:answer_101(S, ibkr_ws_peer:header(<<"sec-websocket-key">>, Req)),
+        {ok, Conn} = await(P, 2),
+        ok = call(P, 3, {ws_send, Conn, <<"tic">>}),
+        ?assertMatch(#{masked := true, payload := <<"tic">>}, ibkr_ws_peer:recv_frame(S)),
+        ok = ibkr_ws_peer:send_frame(S, true, 1, <<"{\"topic\":\"tic\",\"alive\":true}">>),
+        ?assertEqual({message, #{<<"topic">> => <<"tic">>, <<"alive">> => true}},
+                     await_event(P, Conn)),
+        stop_port(P)
+    after
+        ibkr_ws_peer:close(Peer)
     end.
 
 %% A server that never answers the upgrade: timeout.
