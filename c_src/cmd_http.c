@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "dispatch_internal.h"
+#include "json_etf.h"
 #include "lst_json.h"
 
 enum { OP_HTTP, OP_AUTH };
@@ -17,6 +18,7 @@ enum { OP_HTTP, OP_AUTH };
 typedef struct op {
     struct op *prev, *next;
     int kind;
+    int decode_json; /* http with decode => json */
     http_xfer *xfer;
     uint64_t *ids;
     size_t nids, capids;
@@ -112,10 +114,26 @@ static void log_transport(const char *what, const http_result *r)
     (void)erlcmd_log(D.c, "debug", "%s failed: %s (%s)", what, r->error, r->detail);
 }
 
-/* {Id, {ok, #{status => S, headers => [{N, V}], body => B}}} */
-static void reply_response(uint64_t id, const http_result *r)
+/* decode => json: the answer's json => Term, or json_error => Why when the
+ * body is not JSON (the key is then rewritten). 0 / -1 (no memory). */
+static int encode_json_answer(ei_x_buff *x, const char *body, size_t len)
 {
-    size_t need = r->body_len + r->hdrs_len + 16 * r->nhdrs + 256;
+    int at = x->index;
+    const char *why = "nomem";
+    if (ei_x_encode_atom(x, "json") != 0)
+        return -1;
+    if (json_etf_decode(x, body, len, &why) == 0)
+        return 0;
+    x->index = at;
+    return ei_x_encode_atom(x, "json_error") == 0 && ei_x_encode_atom(x, why) == 0 ? 0 : -1;
+}
+
+/* {Id, {ok, #{status => S, headers => [{N, V}], body => B}}}, plus json or
+ * json_error with decode */
+static void reply_response(uint64_t id, const http_result *r, int decode)
+{
+    /* a decoded term takes at most about twice the text */
+    size_t need = r->body_len * (decode ? 3 : 1) + r->hdrs_len + 16 * r->nhdrs + 256;
     if (r->body_len > HTTP_BODY_MAX || erlcmd_reserve(D.c, need) != 0) {
         reply_error2(id, "transport", "too_large");
         return;
@@ -125,7 +143,7 @@ static void reply_response(uint64_t id, const http_result *r)
         return;
     int rc = ei_x_encode_tuple_header(x, 2);
     rc |= ei_x_encode_atom(x, "ok");
-    rc |= ei_x_encode_map_header(x, 3);
+    rc |= ei_x_encode_map_header(x, decode ? 4 : 3);
     rc |= ei_x_encode_atom(x, "status");
     rc |= ei_x_encode_long(x, r->status);
     rc |= ei_x_encode_atom(x, "headers");
@@ -145,6 +163,8 @@ static void reply_response(uint64_t id, const http_result *r)
     rc |= ei_x_encode_empty_list(x);
     rc |= ei_x_encode_atom(x, "body");
     rc |= erlcmd_encode_binary(x, r->body, r->body_len);
+    if (decode && rc == 0)
+        rc = encode_json_answer(x, r->body, r->body_len);
     (void)erlcmd_end(D.c, rc);
 }
 
@@ -155,7 +175,7 @@ static void on_http_done(void *user, const http_result *r)
         log_transport("http request", r);
         reply_transport(o->id0, r);
     } else {
-        reply_response(o->id0, r);
+        reply_response(o->id0, r, o->decode_json);
     }
     op_free(o);
 }
@@ -307,8 +327,9 @@ void cmd_authenticate(const frame *f, uint64_t id, int at)
     D.requests++;
 }
 
-/* Request headers: a proper list of {Name, Value} binaries. */
-static int add_headers(const frame *f, int at, http_xfer *x, int skip_auth)
+/* Request headers: a proper list of {Name, Value} binaries. *has_ctype: one
+ * of them is a Content-Type. */
+static int add_headers(const frame *f, int at, http_xfer *x, int skip_auth, int *has_ctype)
 {
     int t, sz, n;
     if (type_at(f, at, &t, &sz) != 0 || (t != ERL_LIST_EXT && t != ERL_NIL_EXT) ||
@@ -324,6 +345,8 @@ static int add_headers(const frame *f, int at, http_xfer *x, int skip_auth)
             return -1;
         if (skip_auth && nl == 13 && strncasecmp(name, "authorization", 13) == 0)
             continue; /* ours, signed, replaces it */
+        if (nl == 12 && strncasecmp(name, "content-type", 12) == 0)
+            *has_ctype = 1;
         if (http_xfer_header(x, name, nl, value, vl) != HTTP_SET_OK)
             return -1;
     }
@@ -334,18 +357,44 @@ static int add_headers(const frame *f, int at, http_xfer *x, int skip_auth)
     return 0;
 }
 
-enum { H_METHOD, H_URL, H_HEADERS, H_BODY, H_TIMEOUT, H_SIGN, H_COUNT };
+enum { H_METHOD, H_URL, H_HEADERS, H_BODY, H_TIMEOUT, H_SIGN, H_JSON, H_DECODE, H_COUNT };
+
+/* json (the body, encoded here, in the arena) and decode => json. NULL, or
+ * the bad field; *nomem when memory ran out. */
+static const char *get_json(const frame *f, const mfield *fl, const char **body,
+                            size_t *body_len, int *decode, int *nomem)
+{
+    int idx;
+    const char *why;
+    *decode = 0;
+    *nomem = 0;
+    if ((idx = fl[H_DECODE].at) >= 0) {
+        char a[ATOM_BUF];
+        if (dec_atom(f, &idx, a) != 0 || strcmp(a, "json") != 0)
+            return "decode";
+        *decode = 1;
+    }
+    if ((idx = fl[H_JSON].at) < 0)
+        return NULL;
+    if (fl[H_BODY].at >= 0) /* one body, not two */
+        return "json";
+    if (dec_json(f, &idx, body, body_len, &why) != 0) {
+        *nomem = strcmp(why, "nomem") == 0;
+        return "json";
+    }
+    return NULL;
+}
 
 void cmd_http(const frame *f, uint64_t id, int at)
 {
-    mfield fl[H_COUNT] = {{"method", -1}, {"url", -1}, {"headers", -1},
-                          {"body", -1}, {"timeout", -1}, {"sign", -1}};
+    mfield fl[H_COUNT] = {{"method", -1}, {"url", -1}, {"headers", -1}, {"body", -1},
+                          {"timeout", -1}, {"sign", -1}, {"json", -1}, {"decode", -1}};
     if (map_fields(f, at, fl, H_COUNT) != 0) {
         reply_error(id, "badarg");
         return;
     }
     char *method, *url;
-    int idx, sign = 1;
+    int idx, sign = 1, decode, nomem, has_ctype = 0;
     long timeout;
     const char *body = "";
     size_t body_len = 0;
@@ -369,6 +418,13 @@ void cmd_http(const frame *f, uint64_t id, int at)
         reply_badarg(id, "body");
         return;
     }
+    if ((bad = get_json(f, fl, &body, &body_len, &decode, &nomem)) != NULL) {
+        if (nomem)
+            reply_error(id, "nomem");
+        else
+            reply_badarg(id, bad);
+        return;
+    }
     if ((bad = get_timeout(f, fl[H_TIMEOUT].at, &timeout)) != NULL) {
         reply_badarg(id, bad);
         return;
@@ -383,10 +439,14 @@ void cmd_http(const frame *f, uint64_t id, int at)
         bad = "method";
     else if (http_xfer_url(x, url) != HTTP_SET_OK)
         bad = "url";
-    else if (fl[H_HEADERS].at >= 0 && add_headers(f, fl[H_HEADERS].at, x, sign) != 0)
+    else if ((fl[H_HEADERS].at >= 0 &&
+              add_headers(f, fl[H_HEADERS].at, x, sign, &has_ctype) != 0) ||
+             /* The Web API takes JSON; IBKR answers 415/400 to an unlabelled body. */
+             (body_len > 0 && !has_ctype &&
+              http_xfer_header(x, "Content-Type", 12, "application/json", 16) != HTTP_SET_OK))
         bad = "headers";
     else if (http_xfer_body(x, body, body_len) != HTTP_SET_OK)
-        bad = "body";
+        bad = fl[H_JSON].at >= 0 ? "json" : "body";
     if (bad != NULL) {
         http_xfer_free(x);
         reply_badarg(id, bad);
@@ -419,6 +479,7 @@ void cmd_http(const frame *f, uint64_t id, int at)
         return;
     }
     o->xfer = x;
+    o->decode_json = decode;
     D.requests++;
 }
 
