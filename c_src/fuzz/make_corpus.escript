@@ -88,12 +88,36 @@ frames(V, C) ->
                   {1, 2, 3}, {-1, stats}, {0, stats}, {0, {cancel, x}},
                   {36, nope}, {37, {init}}, {38, stats, x}, {39, {stats}},
                   {1 bsl 64, stats}, {40, {echo, a, b}}]},
+     %% request headers: one over the count cap, exactly the cap, and (for
+     %% the replay; longer than scripts/fuzz.sh's -max_len) over the byte cap
+     {"http_header_cap",
+      [{47, {http, #{method => <<"GET">>, url => <<"http://127.0.0.1:1/">>, sign => false,
+                     headers => headers(101, <<"v">>)}}},
+       {48, {http, #{method => <<"GET">>, url => <<"http://127.0.0.1:1/">>, sign => false,
+                     headers => headers(100, <<"v">>)}}},
+       {0, {cancel, 48}}]},
+     {"http_header_bytes",
+      [{49, {http, #{method => <<"GET">>, url => <<"http://127.0.0.1:1/">>, sign => false,
+                     headers => headers(9, binary:copy(<<"v">>, 8000))}}}]},
+     {"timeouts", [{50, {http, #{method => <<"GET">>, url => <<"http://127.0.0.1:1/">>,
+                                 sign => false, timeout => 0}}},
+                   {51, {http, #{method => <<"GET">>, url => <<"http://127.0.0.1:1/">>,
+                                 sign => false, timeout => infinity}}},
+                   {52, {authenticate, #{timeout => infinity}}},
+                   {53, {http, #{method => <<"GET">>, url => <<"http://h/">>, timeout => never}}}]},
+     {"sign_url", [{54, {sign, <<"GET">>, <<"/relative?a=1">>, #{}}},
+                   {55, {sign, <<"GET">>, <<"ftp://h/x">>, #{}}},
+                   {56, {sign, <<"GET">>, <<"https://h/", 255, 254>>, #{}}},
+                   {57, {sign, <<"GET">>, <<"https://[::1]:8443/x?y=1#f">>, #{}}}]},
      {"oversized", [{bytes, <<16#01000001:32, 0, 0, 0>>}, {41, stats}]},
      {"partial_tail", [{42, stats}, {bytes, <<0, 0, 0, 9, 131, 104>>}]},
      {"batch", [{raw, <<0, (stream([{43, stats}, {44, {echo, x}},
                                     {raw, <<0, (stream([{45, stats}]))/binary>>},
                                     {raw, <<"junk">>}, {0, {cancel, 1}}]))/binary>>},
                 {raw, <<0, (stream([{46, stats}]))/binary, 0, 0, 0, 99, 131>>}]}].
+
+headers(N, Value) ->
+    [{<<"x-h", (integer_to_binary(I))/binary>>, Value} || I <- lists:seq(1, N)].
 
 echo_terms() ->
     [ok, [], <<>>, 0, -1, 16#FFFFFFFFFFFFFFFF, -(1 bsl 200), 1.5, "str", [a | b],
@@ -117,6 +141,10 @@ answers(C) ->
      {"expiration_float.json", Obj("1.7e12")},
      {"expiration_negative.json", Obj("-1")},
      {"expiration_huge.json", Obj("18446744073709551616")},
+     {"dh_empty.json", iolist_to_binary(string:replace(Obj("1"), ["\"", Dh, "\""], "\"\""))},
+     {"dh_number.json", iolist_to_binary(string:replace(Obj("1"), ["\"", Dh, "\""], "42"))},
+     {"expiration_word.json", Obj("\"soon\"")},
+     {"expiration_null.json", Obj("null")},
      {"bad_dh.json", iolist_to_binary(string:replace(Obj("1"), Dh, "zz"))},
      {"bad_sig.json", iolist_to_binary(string:replace(Obj("1"), Sig, "00ff"))},
      {"missing.json", <<"{\"diffie_hellman_response\": \"ab\"}">>},
