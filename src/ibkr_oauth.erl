@@ -381,10 +381,11 @@ request(Server, Method, Path) -> request(Server, Method, Path, #{}).
 %% JSON mapping, both ways (done in the port): object = map with binary keys
 %% (atom keys accepted when encoding), array = list, string = UTF-8 binary,
 %% integer = integer (up to 2^1344 in magnitude), other number = float,
-%% `true'/`false'/`null' = those atoms. A `json' term that does not map
-%% (tuples, pids, other atoms, invalid UTF-8, bitstrings, improper lists, a
-%% map with `a' and `<<"a">>' as keys, more than 128 levels of nesting) is
-%% `{error, {badarg, json}}', before anything is sent; `json' together with
+%% `true'/`false'/`null' = those atoms (Elixir: `:null', not `nil'). A
+%% `json' term that does not map (tuples, pids, other atoms, invalid UTF-8,
+%% bitstrings, improper lists, a map with `a' and `<<"a">>' as keys, more
+%% than 128 levels of nesting) is `{error, {badarg, json}}', before anything
+%% is sent; `json' together with
 %% `body' is `{error, {badarg, json}}'. With `decode => json' the answer of a
 %% complete exchange (any status) carries `json := Term', or, when the body
 %% is not JSON, `json_error := Why' (`empty', `syntax', `utf8', `depth',
