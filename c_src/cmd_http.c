@@ -314,15 +314,15 @@ void cmd_authenticate(const frame *f, uint64_t id, int at)
         reply_badarg(id, bad);
         return;
     }
+    if (timeout == 0) {
+        reply_error(id, "timeout"); /* its deadline has passed already */
+        return;
+    }
     /* One handshake at a time: a second caller joins the one in flight and
      * gets the same answer (a new one would replace its DH exponent). */
     if (g_auth != NULL) {
         if (op_add_id(g_auth, id) != 0)
             reply_error(id, "nomem");
-        return;
-    }
-    if (timeout == 0) {
-        reply_error(id, "timeout"); /* its deadline has passed already */
         return;
     }
     if (http_ready(id, 0) != 0)

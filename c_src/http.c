@@ -120,8 +120,9 @@ static int on_timer(CURLM *m, long timeout_ms, void *userp)
  * request again on a fresh connection: for a POST that may be a duplicate
  * order, and for any method it replays the same OAuth nonce, which the
  * server refuses. So every request goes out at most once; that case is
- * reported as {transport, recv} and the caller decides (with a new
- * signature) whether to retry. */
+ * reported as recv, sent (http_result.sent), and the caller decides (with a
+ * new signature) whether to retry. The first call also marks the request
+ * as possibly sent. */
 /* The signature is libcurl's curl_prereq_callback (non-const char *). */
 // NOLINTNEXTLINE(readability-non-const-parameter)
 static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port,
