@@ -154,8 +154,12 @@ static int encode_json_answer(ei_x_buff *x, const char *body, size_t len)
  * json_error with decode */
 static void reply_response(uint64_t id, const http_result *r, int decode)
 {
-    /* a decoded term takes at most about twice the text */
-    size_t need = r->body_len * (decode ? 3 : 1) + r->hdrs_len + 16 * r->nhdrs + 256;
+    /* The decoded term comes on top of the body: 9/4 of the text at most (a
+     * float is 9 bytes, "1.0," 4) plus a few bytes per level of nesting.
+     * Reserved here, a lack of memory is {transport, too_large} rather than
+     * a failed frame. */
+    size_t need = r->body_len + (decode ? r->body_len / 4 * 9 + 1024 : 0) + r->hdrs_len +
+                  16 * r->nhdrs + 256;
     if (r->body_len > HTTP_BODY_MAX || erlcmd_reserve(g_port.c, need) != 0) {
         reply_transport_facts(id, "too_large", 1);
         return;
