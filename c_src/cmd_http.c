@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cmd_ws.h"
 #include "commands.h"
 #include "http.h"
 #include "json_etf.h"
@@ -574,6 +575,8 @@ void cmd_cancel(const frame *f, uint64_t id, int at)
     }
     size_t pos;
     op *o = op_find(target, &pos);
+    if (o == NULL)
+        (void)ws_cancel_open(target);
     if (o != NULL) {
         if (o->nids == 1) {
             op_abort(o);
