@@ -157,6 +157,8 @@ known_atoms() ->
      resolve, connect, tls, send, recv, too_large, other, cancelled, timeout,
      http, transport, bad_response, not_json, missing_field, sent, bad_status,
      lst_expiration,
+     %% JSON (http with json/decode): literals, json_error reasons
+     json, decode, json_error, null, empty, syntax, utf8, depth, number,
      %% commands
      init, echo, cancel, stats, lst_request, lst_complete,
      live_session_token, authenticate,
@@ -168,7 +170,7 @@ known_atoms() ->
      access_token_secret, dh_prime, dh_generator, realm, encryption_key,
      signature_key, base_url, ca_file, query_signing, params, none, file,
      pem, opts, field, id,
-     %% websocket commands, events and reasons; JSON null in messages
+     %% websocket commands, events and reasons
      ws_open, ws_send, ws_close, ws, message, text, closed, replaced, close,
      protocol, ws_accept, ws_upgrade, busy, conn, cookie, user_agent,
-     max_message, null].
+     max_message].

@@ -102,6 +102,7 @@
     path = <<>> :: binary(),                   % relative, without the query
     headers :: [{binary(), binary()}],
     body :: binary(),
+    port_opts = #{} :: map(),                  % more http command fields: json, decode
     deadline = infinity :: integer() | infinity,   % monotonic ms
     timer :: reference() | undefined,          % the deadline timer
     %% queued: behind a handshake; rl_queued: waiting for the rate limiter
@@ -347,8 +348,11 @@ init(_) -> {stop, not_supported}.
 -spec handle_call(term(), from(), state()) ->
     {noreply, state()} | {reply, term(), state()}.
 handle_call({request, Method, PathQuery, Headers, Body, Timeout}, From, St) ->
+    handle_call({request, Method, PathQuery, Headers, Body, Timeout, #{}}, From, St);
+handle_call({request, Method, PathQuery, Headers, Body, Timeout, PortOpts}, From, St) ->
     {Ref, St1} = new_req(#req{from = From, method = Method, url = PathQuery,
-                              headers = Headers, body = Body}, Timeout, St),
+                              headers = Headers, body = Body, port_opts = PortOpts},
+                         Timeout, St),
     {noreply, dispatch(Ref, St1)};
 handle_call(websocket_info, From, St) ->
     case websocket_session(St) of
@@ -729,10 +733,10 @@ transmit(Ref, Token, #st{reqs = Reqs} = St) ->
                      headers => R#req.headers,
                      timeout => port_timeout(Left),
                      sign => true},
-            Cmd = {http, case R#req.body of
-                             <<>> -> Http;
-                             Body -> Http#{body => Body}
-                         end},
+            Cmd = {http, maps:merge(case R#req.body of
+                                        <<>> -> Http;
+                                        Body -> Http#{body => Body}
+                                    end, R#req.port_opts)},
             {Id, St1} = next_id(St),
             case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
                 ok ->
@@ -1596,7 +1600,8 @@ stream_http(What, Method, Path, Body, St) ->
                   _ -> [{<<"content-type">>, <<"application/json">>}]
               end,
     {Ref, St1} = new_req(#req{from = {stream_http, What}, method = Method, url = Path,
-                              headers = Headers, body = Body}, default, St),
+                              headers = Headers, body = Body, port_opts = #{decode => json}},
+                         default, St),
     dispatch(Ref, St1).
 
 -spec stream_http_reply(tickle | ssodh, term(), state()) -> state().
@@ -1614,7 +1619,15 @@ stream_http_reply(_, _, St) ->
 %% What the stream needs from a /tickle answer: the `session' (the
 %% websocket's cookie) and whether the brokerage session is open.
 -spec tickle_result(term()) -> {ok, #{session := binary(), iserver := boolean()}} | {error, term()}.
+tickle_result({ok, #{status := 200, json := #{<<"session">> := Session} = J}})
+  when is_binary(Session), Session =/= <<>> ->
+    Iserver = case J of
+                  #{<<"iserver">> := #{<<"authStatus">> := #{<<"authenticated">> := true}}} -> true;
+                  _ -> false
+              end,
+    {ok, #{session => Session, iserver => Iserver}};
 tickle_result({ok, #{status := 200, body := Body}}) ->
+    %% the session's periodic tickle asks for no decoding
     case re:run(Body, <<"\"session\"\\s*:\\s*\"([^\"]+)\"">>, [{capture, all_but_first, binary}]) of
         {match, [Session]} ->
             Iserver = re:run(Body, <<"\"authStatus\"\\s*:\\s*\\{[^}]*\"authenticated\"\\s*:\\s*true">>,
