@@ -29,7 +29,9 @@
 %% `session' is the cookie; the session authenticates first when needed),
 %% `POST /iserver/auth/ssodh/init' when a topic needs the brokerage session
 %% and the tickle says it is not open, then open. `tic' at once and every
-%% 30 s; a socket without any frame for 25 s is dead. Topics go out once the
+%% 30 s, `POST /tickle' every 60 s (5 s after a failed one; any tickle of the
+%% session counts); a socket without any frame for 25 s is dead. Topics go
+%% out once the
 %% server said `system' success, those that need the brokerage session
 %% (smd, sor, str) once `sts' said `authenticated: true'; each subscriber then
 %% gets `{status, up}'. A lost socket gives every subscriber that was up
@@ -73,6 +75,11 @@
 
 -define(TIC_MS, 30000).
 -define(DEAD_MS, 25000).
+%% REST /tickle while the socket is open (IBKR drops an HTTP session that is
+%% not tickled for a few minutes, and the socket with it); sooner after a
+%% failed one.
+-define(TICKLE_MS, 60000).
+-define(TICKLE_RETRY_MS, 5000).
 -define(BACKOFF_MIN, 1000).
 -define(BACKOFF_MAX, 60000).
 %% A tickle, ssodh/init or open the session never answered: give up on it.
@@ -107,6 +114,7 @@
              ssodh_tried = false :: boolean(),
              last_rx = 0 :: integer(),
              next_tic = 0 :: integer(),
+             next_tickle = 0 :: integer(),        % while open
              attempt = 0 :: non_neg_integer(),
              smd_refresh :: pos_integer(),
              rand :: rand:state(),
@@ -263,7 +271,7 @@ input({ssodh_result, _}, _Now, St) ->
 input({ws_opened, Conn}, Now, St = #st{sock = opening}) ->
     St1 = bump(connects, St#st{sock = open, conn = Conn, deadline = undefined, ready = false,
                                iserver = false, sts = undefined, last_rx = Now,
-                               next_tic = Now + ?TIC_MS}),
+                               next_tic = Now + ?TIC_MS, next_tickle = Now + ?TICKLE_MS}),
     {[{ws_send, Conn, <<"tic">>}], St1};
 input({ws_opened, Conn}, _Now, St) ->
     {[{ws_close, Conn}], St};                        % a late answer: not wanted any more
@@ -425,6 +433,10 @@ tickle_result({ok, #{session := Session}}, Now, St = #st{sock = open, session = 
     {A, St1} = down(session_changed, St),
     {A2, St2} = connect(Now, St1),
     {A ++ A2, St2};
+tickle_result({ok, _}, Now, St = #st{sock = open}) ->
+    {[], St#st{next_tickle = Now + ?TICKLE_MS}};
+tickle_result({error, _}, Now, St = #st{sock = open}) ->
+    {[], St#st{next_tickle = Now + ?TICKLE_RETRY_MS}};
 tickle_result({error, Reason}, Now, St = #st{sock = tickling}) ->
     backoff({tickle, Reason}, Now, St);
 tickle_result(_, _Now, St) ->
@@ -554,8 +566,14 @@ tick(Now, St = #st{sock = open, conn = Conn, next_tic = T}) ->
                      true -> {[{ws_send, Conn, <<"tic">>}], St#st{next_tic = Now + ?TIC_MS}};
                      false -> {[], St}
                  end,
-    {Refresh, St2} = refresh(Now, St1),
-    {Tic ++ Refresh, St2};
+    %% a tickle whose answer never comes is sent again after a while
+    {Tickle, St2} = case St1 of
+                        #st{next_tickle = K} when Now >= K ->
+                            {[tickle], St1#st{next_tickle = Now + ?STEP_MS}};
+                        _ -> {[], St1}
+                    end,
+    {Refresh, St3} = refresh(Now, St2),
+    {Tic ++ Tickle ++ Refresh, St3};
 tick(Now, St = #st{sock = backoff, deadline = D}) when Now >= D ->
     connect(Now, St);
 tick(Now, St = #st{sock = Sock, deadline = D}) when Sock =/= idle, Sock =/= backoff,
@@ -576,9 +594,9 @@ refresh(Now, St = #st{ib = Ib, conn = Conn}) ->
                 end, {[], St}, Due).
 
 -spec next_timeout(integer(), #st{}) -> non_neg_integer() | infinity.
-next_timeout(Now, #st{sock = open, last_rx = Rx, next_tic = T, ib = Ib}) ->
+next_timeout(Now, #st{sock = open, last_rx = Rx, next_tic = T, next_tickle = K, ib = Ib}) ->
     Refresh = [At || #ib{sent = true, refresh_at = At} <- maps:values(Ib), is_integer(At)],
-    max(0, lists:min([Rx + ?DEAD_MS, T | Refresh]) - Now);
+    max(0, lists:min([Rx + ?DEAD_MS, T, K | Refresh]) - Now);
 next_timeout(Now, #st{sock = Sock, deadline = D}) when Sock =/= idle, is_integer(D) ->
     max(0, D - Now);
 next_timeout(_Now, _St) ->

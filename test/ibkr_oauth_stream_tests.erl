@@ -319,3 +319,23 @@ stop_tells_subscribers_test() ->
     %% orders never came up (no sts): only pnl hears of it
     ?assertEqual([{deliver, self(), Sub, {status, {down, session_stopped}}}], lists:droplast(A)),
     #{stream_state := idle} = ?S:stats(St3).
+
+tickle_while_open_test() ->
+    {_, St0} = subscribe_one(pnl),
+    {_, St1} = connect_up(1, 0, St0),
+    St2 = keep_alive(St1, 1, 20000, 60000),
+    {A1, St3} = h(tick, 60000, St2),
+    ?assert(lists:member(tickle, A1)),
+    %% answered: the next one a minute later; failed: 5 s later
+    {_, St4} = h({tickle_result, {ok, #{session => ?SESSION, iserver => true}}}, 60010, St3),
+    {A2, _} = h(tick, 61000, h_hb(St4, 61000)),
+    ?assertNot(lists:member(tickle, A2)),
+    {_, St5} = h({tickle_result, {error, timeout}}, 60010, St3),
+    {A3, _} = h(tick, 65010, h_hb(St5, 65010)),
+    ?assert(lists:member(tickle, A3)),
+    %% the session's own tickles count too
+    {_, St6} = h({tickle_result, {ok, #{session => ?SESSION, iserver => true}}}, 50000, St2),
+    {A4, _} = h(tick, 60000, St6),
+    ?assertNot(lists:member(tickle, A4)).
+
+h_hb(St, T) -> element(2, h({ws_event, 1, hb()}, T, St)).
