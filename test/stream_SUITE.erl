@@ -13,7 +13,7 @@
          dropped_socket/1, rotated_session/1, smd_expiry_refreshed/1, lst_renewal/1,
          port_killed/1, brokerage_session_lost/1, slow_subscriber/1,
          dead_subscriber_unsubscribed/1, fan_out_shares_one_subscription/1,
-         unsubscribe_closes_socket/1, stop_tells_subscribers/1]).
+         unsubscribe_closes_socket/1, stop_tells_subscribers/1, smd_expiry_is_silent/1]).
 
 -define(F, ibkr_fake_server).
 -define(W, ibkr_fake_ws).
@@ -29,7 +29,7 @@ all() ->
     [market_data_ticks, other_streams, bad_topics, dropped_socket, rotated_session,
      smd_expiry_refreshed, lst_renewal, port_killed, brokerage_session_lost, slow_subscriber,
      dead_subscriber_unsubscribed, fan_out_shares_one_subscription, unsubscribe_closes_socket,
-     stop_tells_subscribers].
+     stop_tells_subscribers, smd_expiry_is_silent].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ibkr_oauth),
@@ -66,6 +66,7 @@ end_per_testcase(_Case, Config) ->
     ?F:stop().
 
 fake_ws_options(smd_expiry_refreshed) -> #{smd_expiry_ms => 2000};
+fake_ws_options(smd_expiry_is_silent) -> #{smd_expiry_ms => 1500};
 fake_ws_options(_) -> #{}.
 
 session_options(smd_expiry_refreshed) -> #{smd_refresh_interval => 700};
@@ -267,6 +268,17 @@ unsubscribe_closes_socket(Config) ->
     receive {ibkr_oauth, Sub, M} -> error({after_unsubscribe, M})
     after 500 -> ok
     end.
+
+%% The control for smd_expiry_refreshed: without a refresh in time the
+%% fake's smd ends after 1.5 s, silently (no status, no close), as IBKR's.
+smd_expiry_is_silent(Config) ->
+    S = ?config(session, Config),
+    {ok, Sub} = ibkr_oauth:subscribe(S, ?MD),
+    up = status(Sub),
+    ok = wait_until(fun() -> maps:get(smd_expired, ?W:stats()) =:= 1 end),
+    _ = drain(Sub, []),
+    ?assertEqual([], collect(Sub, 1500)),
+    #{stream_state := up} = ibkr_oauth:stats(S).
 
 stop_tells_subscribers(Config) ->
     S = ?config(session, Config),
