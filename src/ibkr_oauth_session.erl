@@ -379,9 +379,13 @@ handle_call({port, Cmd}, From, St) ->
             end;
         false -> {reply, {error, {badarg, command}}, St}
     end;
-handle_call({subscribe, Topic, Pid}, _From, St) ->
-    Sub = make_ref(),
-    {reply, {ok, Sub}, stream_input({subscribe, Sub, Pid, Topic}, St)};
+handle_call({subscribe, Topic, Pid}, _From, St) when is_pid(Pid) ->
+    case ibkr_oauth_stream:validate(Topic) of
+        ok ->
+            Sub = make_ref(),
+            {reply, {ok, Sub}, stream_input({subscribe, Sub, Pid, Topic}, St)};
+        {error, _} = E -> {reply, E, St}
+    end;
 handle_call({unsubscribe, Sub}, _From, St) ->
     {reply, ok, stream_input({unsubscribe, Sub}, St)};
 handle_call(stats, _From, St) ->
