@@ -280,14 +280,15 @@ named(Fields) ->
 -spec history(server(), conid(), history_opts()) -> {ok, map()} | {error, term()}.
 history(S, Conid, Opts) ->
     Required = case Opts of
-                   #{period := P, bar := B} when is_binary(P), is_binary(B) -> ok;
-                   #{period := P} when is_binary(P) -> {error, {badarg, bar}};
+                   #{period := _, bar := _} -> ok;
+                   #{period := _} -> {error, {badarg, bar}};
                    _ -> {error, {badarg, period}}
                end,
-    maybe_error([check_conid(Conid), Required,
+    maybe_error([check_conid(Conid),
                  check_opts(Opts, [{period, fun is_text/1}, {bar, fun is_text/1},
                                    {outside_rth, fun is_boolean/1}, {start_time, fun is_text/1},
-                                   {exchange, fun is_text/1}])],
+                                   {exchange, fun is_text/1}]),
+                 Required],
                 fun() ->
                         Query = [{<<"conid">>, integer_to_binary(Conid)},
                                  {<<"period">>, maps:get(period, Opts)},

@@ -209,7 +209,10 @@ history_bars(Config) ->
     ?assertEqual(3, length(Bars)),
     [?assertMatch(#{<<"o">> := _, <<"h">> := _, <<"l">> := _, <<"c">> := _, <<"t">> := _}, B) || B <- Bars],
     ?assertEqual({error, {badarg, bar}}, ?API:history(S, ?AAPL, #{period => <<"1d">>})),
-    ?assertEqual({error, {badarg, period}}, ?API:history(S, ?AAPL, #{})).
+    ?assertEqual({error, {badarg, period}}, ?API:history(S, ?AAPL, #{})),
+    ?assertEqual({error, {badarg, opts}}, ?API:history(S, ?AAPL, [])),
+    ?assertEqual({error, {badarg, period}}, ?API:history(S, ?AAPL, #{period => 1, bar => <<"1h">>})),
+    ?assertEqual({error, {badarg, conid}}, ?API:history(S, -1, #{period => <<"1d">>, bar => <<"1h">>})).
 
 %%% ---------------------------------------------------------------- orders
 
