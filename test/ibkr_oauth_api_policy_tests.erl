@@ -142,3 +142,50 @@ field_values_test() ->
     %% JSON numbers and unknown ids are left alone
     ?assertEqual(265598, V(conid, 265598)),
     ?assertEqual(<<"12.5">>, ?P:field_value(<<"9999">>, <<"12.5">>)).
+
+%%% -------------------------------------------------------------- properties
+%% PropEr through its functions (Debian's erlang-proper ships no header).
+
+-define(T, proper_types).
+
+message_id() -> ?T:oneof([<<"o354">>, <<"o163">>, <<"o451">>, <<"o10331">>]).
+
+%% Safety: a question is confirmed only when every one of its message ids is
+%% listed, it has some, and rounds are left; otherwise it is refused.
+prop_never_confirms_unlisted() ->
+    proper:forall({?T:list(message_id()), ?T:list(message_id()), ?T:range(0, 3)},
+                  fun({Ids, Confirm, Rounds}) ->
+                          Q = question(<<"r1">>, Ids),
+                          Listed = Ids =/= [] andalso lists:all(fun(I) -> lists:member(I, Confirm) end, Ids),
+                          case ?P:confirm_step([Q], Confirm, Rounds) of
+                              {confirm, <<"r1">>, [Q]} -> Listed andalso Rounds > 0;
+                              {refuse, <<"r1">>, {confirm_required, [Q]}} -> not Listed;
+                              {refuse, <<"r1">>, {too_many_questions, [Q]}} -> Listed andalso Rounds =:= 0;
+                              _ -> false
+                          end
+                  end).
+
+prop_batches_keep_order() ->
+    proper:forall({?T:list(?T:integer()), ?T:range(1, 7)},
+                  fun({L, Size}) ->
+                          B = ?P:batches(L, Size),
+                          lists:append(B) =:= L andalso
+                              lists:all(fun(X) -> X =/= [] andalso length(X) =< Size end, B)
+                  end).
+
+%% Any string: the same binary back, or a number.
+prop_field_value_total() ->
+    proper:forall({?T:elements([I || {I, _, _} <- ?P:fields()]),
+                   ?T:oneof([?T:binary(), ?T:list(?T:elements("0123456789,.+-CH"))])},
+                  fun({Id, V0}) ->
+                          V = iolist_to_binary(V0),
+                          case ?P:field_value(Id, V) of
+                              V -> true;
+                              N -> is_number(N)
+                          end
+                  end).
+
+proper_test_() ->
+    {timeout, 60,
+     [?_assert(proper:quickcheck(P, [{numtests, 1000}, {to_file, user}]))
+      || P <- [prop_never_confirms_unlisted(), prop_batches_keep_order(), prop_field_value_total()]]}.
