@@ -37,10 +37,6 @@
 %% POST /iserver/account/{acct}/orders, GET /iserver/account/orders,
 %% GET /iserver/secdef/search (the /iserver/* ones need ssodh/init first,
 %% else 400 "no bridge"), POST /logout, any method /echo; else 404.
-%% The trading endpoints (snapshot, history, contract info, summary, order
-%% questions and replies, modify, cancel, live orders with force, trades,
-%% positions paging) are served by ibkr_fake_api, which sees every signed
-%% request first (its controls: ibkr_fake_api:configure/1, state/0).
 -module(ibkr_fake_server).
 -behaviour(gen_server).
 
@@ -663,6 +659,10 @@ request_url(#{headers := Headers, target := Target}) ->
 
 %%% --------------------------------------------------------------- routes
 
+%% The trading endpoints (snapshot, history, contract info, summary, order
+%% questions and replies, modify, cancel, live orders with force, trades,
+%% positions paging) are served by ibkr_fake_api, which sees every signed
+%% request first (its controls: ibkr_fake_api:configure/1, state/0).
 route(Req = #{method := Method}, Path, S) ->
     Segments = binary:split(Path, <<"/">>, [global, trim_all]),
     case ibkr_fake_api:route(Method, Segments, Req, S) of
