@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cmd_ws.h"
 #include "commands.h"
 #include "http.h"
 #include "lst_json.h"
@@ -294,15 +295,15 @@ void cmd_authenticate(const frame *f, uint64_t id, int at)
         reply_badarg(id, bad);
         return;
     }
+    if (timeout == 0) {
+        reply_error(id, "timeout"); /* its deadline has passed already */
+        return;
+    }
     /* One handshake at a time: a second caller joins the one in flight and
      * gets the same answer (a new one would replace its DH exponent). */
     if (g_auth != NULL) {
         if (op_add_id(g_auth, id) != 0)
             reply_error(id, "nomem");
-        return;
-    }
-    if (timeout == 0) {
-        reply_error(id, "timeout"); /* its deadline has passed already */
         return;
     }
     if (http_ready(id, 0) != 0)
@@ -505,6 +506,8 @@ void cmd_cancel(const frame *f, uint64_t id, int at)
     }
     size_t pos;
     op *o = op_find(target, &pos);
+    if (o == NULL)
+        (void)ws_cancel_open(target);
     if (o != NULL) {
         if (o->nids == 1) {
             op_abort(o);

@@ -43,10 +43,14 @@
          websocket_info/1,
          stats/1, os_pid/1]).
 
--export_type([server/0, key/0, config/0, method/0, pins/0, request_opts/0,
+-export_type([server/0, name/0, key/0, config/0, method/0, pins/0, request_opts/0,
               sign_opts/0, response/0, stats/0, rate_limit/0, websocket/0]).
 
 -type server() :: pid() | atom() | {via, module(), term()} | {global, term()}.
+%% How a session is registered: as for `gen_server', or `{cluster, Name}':
+%% one session in the whole cluster, registered as `{global, Name}' (see
+%% {@link ibkr_oauth_cluster}).
+-type name() :: ibkr_oauth_session:name() | {cluster, term()}.
 -type key() :: {file, file:filename_all()} | {pem, binary()}.
 -type config() :: #{
     consumer_key        := binary(),
@@ -86,7 +90,7 @@
                    rate_limited := non_neg_integer(), rate_limit_queued := non_neg_integer(),
                    authenticated := boolean(), handshake_in_flight := boolean(),
                    expires_at := integer() | undefined, epoch := non_neg_integer(),
-                   os_pid := non_neg_integer() | undefined}.
+                   os_pid := non_neg_integer() | undefined, node := node()}.
 
 %% Waits for calls answered by the port without network (sign, lst_request...).
 -define(CALL_TIMEOUT, 15000).
@@ -97,6 +101,8 @@
 %% arrives before the call gives up.
 -define(CALL_MARGIN, 5000).
 -define(STOP_TIMEOUT, 15000).
+%% A cluster claimant stops its session (up to ?STOP_TIMEOUT) first.
+-define(CLAIMANT_SHUTDOWN, 20000).
 -define(MAX_BODY, 16777216).
 %% The port's limits (c_src/PROTOCOL.md), checked here first so that bad
 %% input is refused before anything is copied or sent: a URL (and so a
@@ -144,8 +150,12 @@ start_link(Name, Config) ->
 start_session(Config) ->
     ibkr_oauth_sup:start_session([Config]).
 
-%% @doc {@link start_session/1} with a registered name.
--spec start_session(ibkr_oauth_session:name(), config()) -> {ok, pid()} | {error, term()}.
+%% @doc {@link start_session/1} with a registered name. With
+%% `{cluster, Name}' the child is this node's claimant for the cluster
+%% session `{global, Name}' (see {@link child_spec/2}); the pid returned is
+%% the claimant's: stop it with {@link stop/1} (the session moves to another
+%% node), call the session as `{global, Name}'.
+-spec start_session(name(), config()) -> {ok, pid()} | {error, term()}.
 start_session(Name, Config) ->
     ibkr_oauth_sup:start_session([Name, Config]).
 
@@ -168,7 +178,23 @@ child_spec(Config) ->
 %% `{local, Atom}', else `Name' itself), so several named sessions can live
 %% under one supervisor. Elixir:
 %% `:ibkr_oauth.child_spec({:local, MyApp.IBKR}, config)'.
--spec child_spec(ibkr_oauth_session:name(), config()) -> supervisor:child_spec().
+%%
+%% `{cluster, Name}': put this child in the supervision tree of every node
+%% of a cluster; exactly one session, registered as `{global, Name}', runs
+%% in the connected cluster, and another node starts a new one (its own
+%% handshake) when it goes down. The child is a claimant
+%% ({@link ibkr_oauth_cluster}), id `{cluster, Name}', 20 s shutdown (the
+%% owner's claimant stops its session first, which logs out). The key files
+%% must exist on every node. Elixir:
+%% `:ibkr_oauth.child_spec({:cluster, MyApp.IBKR}, config)'.
+-spec child_spec(name(), config()) -> supervisor:child_spec().
+child_spec({cluster, Name} = Id, Config) ->
+    #{id => Id,
+      start => {ibkr_oauth_cluster, start_link, [Name, ibkr_oauth_config:seal(Config)]},
+      restart => permanent,
+      shutdown => ?CLAIMANT_SHUTDOWN,
+      type => worker,
+      modules => [ibkr_oauth_cluster]};
 child_spec(Name, Config) ->
     Spec = #{start := {M, F, [Sealed]}} = child_spec(Config),
     Id = case Name of
@@ -235,7 +261,7 @@ lst_request(Server, Pins) ->
 lst_complete(Server, Answer) when is_map(Answer) ->
     Fields = [{diffie_hellman_response, fun is_binary/1},
               {live_session_token_signature, fun is_binary/1},
-              {live_session_token_expiration, fun is_integer/1}],
+              {live_session_token_expiration, fun is_non_neg_integer/1}],
     case [K || {K, Ok} <- Fields, not (is_map_key(K, Answer) andalso Ok(maps:get(K, Answer)))] of
         [] -> call(Server, {lst_complete, maps:with([K || {K, _} <- Fields], Answer)},
                    ?CALL_TIMEOUT);
@@ -535,13 +561,21 @@ websocket_info(Server) ->
 %% `rate_limit_queued' (requests waiting for it now),
 %% `authenticated' (an unexpired LST is held),
 %% `handshake_in_flight', `expires_at' (epoch ms or `undefined'), `epoch'
-%% (number of LSTs so far), `os_pid' (of the port program).
+%% (number of LSTs so far), `os_pid' (of the port program), `node' (where
+%% the session runs: with `{global, Name}', e.g. a cluster session, the node
+%% that owns it now).
 -spec stats(server()) -> stats() | {error, term()}.
 stats(Server) ->
-    case call(Server, stats, ?CALL_TIMEOUT) of
-        #{epoch := _} = Stats -> Stats;
-        {error, _} = E -> E;
-        _ -> {error, {badarg, server}}           % not a session
+    case valid_server(Server) andalso whereis_server(Server) of
+        false -> {error, {badarg, server}};
+        undefined -> {error, noproc};
+        Pid ->
+            %% the pid found answers, so `node' is the node that answered
+            case call(Pid, stats, ?CALL_TIMEOUT) of
+                #{epoch := _} = Stats -> Stats#{node => node(Pid)};
+                {error, _} = E -> E;
+                _ -> {error, {badarg, server}}   % not a session
+            end
     end.
 
 %% @doc The OS pid of the session's port program.
@@ -580,6 +614,18 @@ exit_reason({nodedown, _}) -> noproc;
 exit_reason({undef, _}) -> noproc;              % {via, M, _}: M has no whereis_name/1
 exit_reason(killed) -> port_down;
 exit_reason(_) -> port_down.
+
+-spec whereis_server(server()) -> pid() | undefined.
+whereis_server(Pid) when is_pid(Pid) -> Pid;
+whereis_server(Atom) when is_atom(Atom) -> whereis(Atom);
+whereis_server({global, Name}) -> global:whereis_name(Name);
+whereis_server({via, M, Name}) ->
+    try M:whereis_name(Name) of
+        Pid when is_pid(Pid) -> Pid;
+        _ -> undefined
+    catch
+        _:_ -> undefined
+    end.
 
 -spec valid_server(term()) -> boolean().
 valid_server(P) when is_pid(P); is_atom(P) -> true;
