@@ -403,7 +403,7 @@ cancel_order(S, Account, OrderId) ->
 -spec live_orders(server()) -> {ok, [map()]} | {error, term()}.
 live_orders(S) -> live_orders(S, #{}).
 
-%% @doc The orders of the current and the previous day:
+%% @doc IBKR's live orders (today's, and older ones still open):
 %% `GET /iserver/account/orders' (IBKR limit 1 per 5 s; needs the
 %% brokerage session); the `orders' of its answer.
 %%
