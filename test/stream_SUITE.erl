@@ -13,7 +13,8 @@
          dropped_socket/1, rotated_session/1, smd_expiry_refreshed/1, lst_renewal/1,
          port_killed/1, brokerage_session_lost/1, slow_subscriber/1,
          dead_subscriber_unsubscribed/1, fan_out_shares_one_subscription/1,
-         unsubscribe_closes_socket/1, stop_tells_subscribers/1, smd_expiry_is_silent/1]).
+         unsubscribe_closes_socket/1, stop_tells_subscribers/1, smd_expiry_is_silent/1,
+         reconnect_through_refusals/1]).
 
 -define(F, ibkr_fake_server).
 -define(W, ibkr_fake_ws).
@@ -29,7 +30,7 @@ all() ->
     [market_data_ticks, other_streams, bad_topics, dropped_socket, rotated_session,
      smd_expiry_refreshed, lst_renewal, port_killed, brokerage_session_lost, slow_subscriber,
      dead_subscriber_unsubscribed, fan_out_shares_one_subscription, unsubscribe_closes_socket,
-     stop_tells_subscribers, smd_expiry_is_silent].
+     stop_tells_subscribers, smd_expiry_is_silent, reconnect_through_refusals].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ibkr_oauth),
@@ -279,6 +280,17 @@ smd_expiry_is_silent(Config) ->
     _ = drain(Sub, []),
     ?assertEqual([], collect(Sub, 1500)),
     #{stream_state := up} = ibkr_oauth:stats(S).
+
+%% The server answers 503 to the next three requests (tickles, the upgrade):
+%% the stream backs off and retries until it is back.
+reconnect_through_refusals(Config) ->
+    recovers(Config, "socket dropped, then three refusals",
+             fun() ->
+                     ok = ?F:set_fault({status, 503, 3}),
+                     1 = ?W:drop_all()
+             end),
+    #{statuses := #{503 := 3}} = ?F:stats(),
+    #{connections := 2} = ?W:stats().
 
 stop_tells_subscribers(Config) ->
     S = ?config(session, Config),
