@@ -281,15 +281,15 @@ smd_expiry_is_silent(Config) ->
     ?assertEqual([], collect(Sub, 1500)),
     #{stream_state := up} = ibkr_oauth:stats(S).
 
-%% The server answers 503 to the next three requests (tickles, the upgrade):
+%% The server answers 503 to the next two requests (the tickles before the upgrade):
 %% the stream backs off and retries until it is back.
 reconnect_through_refusals(Config) ->
-    recovers(Config, "socket dropped, then three refusals",
+    recovers(Config, "socket dropped, then two refusals",
              fun() ->
-                     ok = ?F:set_fault({status, 503, 3}),
+                     ok = ?F:set_fault({status, 503, 2}),
                      1 = ?W:drop_all()
              end),
-    #{statuses := #{503 := 3}} = ?F:stats(),
+    #{statuses := #{503 := 2}} = ?F:stats(),
     #{connections := 2} = ?W:stats().
 
 stop_tells_subscribers(Config) ->
