@@ -35,7 +35,7 @@ static int put_string(ei_x_buff *x, const char *s, size_t n, const char **why)
         *why = "utf8";
         return -1;
     }
-    return ei_x_encode_binary(x, s, (long)n);
+    return n <= INT_MAX ? ei_x_encode_binary(x, s, (int)n) : -1; /* within JSON_ETF_MAX_BYTES */
 }
 
 /* json-c clamps (strtoll/strtoull) integers beyond int64/uint64 to
@@ -58,9 +58,9 @@ static int put_int(ei_x_buff *x, const json_object *o, const char **why)
     return ei_x_encode_longlong(x, v);
 }
 
-/* The tree under o; depth counts the arrays and objects around it.
- * Recursion is bounded by the tokener's depth limit. */
-static int put_value(ei_x_buff *x, json_object *o, int depth, const char **why)
+/* The tree under o; depth counts the arrays and objects around it. The
+ * recursion is bounded by it (and by the tokener's own depth limit). */
+static int put_value(ei_x_buff *x, json_object *o, int depth, const char **why) // NOLINT(misc-no-recursion)
 {
     switch (json_object_get_type(o)) {
     case json_type_null: return ei_x_encode_atom(x, "null");
@@ -150,10 +150,10 @@ int json_etf_decode(ei_x_buff *x, const char *json, size_t len, const char **why
 {
     const char *w = NULL;
     int at = x->index;
-    size_t start = 0;
+    size_t start = len > JSON_ETF_MAX_BYTES ? 0 : skip_ws(json, len);
     if (len > JSON_ETF_MAX_BYTES) {
         w = "too_large";
-    } else if ((start = skip_ws(json, len)) == len) {
+    } else if (start == len) {
         w = "empty";
     } else {
         json_object *root = NULL;

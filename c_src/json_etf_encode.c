@@ -20,13 +20,15 @@
 
 typedef struct {
     const char *buf; /* one well-formed term from *index on */
-    const char *why;
+    const char *why; /* "badarg" until a FAIL says otherwise */
 } enc;
 
 #define FAIL(e, w) ((e)->why = (w), -1)
 #define BADARG(e) FAIL(e, "badarg")
 #define NOMEM(e) FAIL(e, "nomem")
 
+/* value, map and list recurse, one level per list or map, at most
+ * JSON_ETF_MAX_DEPTH deep (NOLINTs below). */
 static int value(enc *e, int *i, int depth, json_object **out);
 
 static int is_atom(unsigned char tag)
@@ -142,7 +144,7 @@ static int key_name(enc *e, int *i, char *key, size_t cap, char **heap, const ch
     return 0;
 }
 
-static int map(enc *e, int *i, int depth, json_object *obj)
+static int map(enc *e, int *i, int depth, json_object *obj) // NOLINT(misc-no-recursion)
 {
     int n;
     if (ei_decode_map_header(e->buf, i, &n) != 0)
@@ -168,7 +170,7 @@ static int map(enc *e, int *i, int depth, json_object *obj)
 }
 
 /* A proper list, or a string (a list of bytes, STRING_EXT), into arr. */
-static int list(enc *e, int *i, int depth, json_object *arr)
+static int list(enc *e, int *i, int depth, json_object *arr) // NOLINT(misc-no-recursion)
 {
     if (e->buf[*i] == ERL_STRING_EXT) {
         int type, n;
@@ -204,7 +206,7 @@ static int list(enc *e, int *i, int depth, json_object *arr)
 
 /* The term at *i as a new json-c value (*out: NULL is null). depth counts
  * the lists and maps around it: recursion is bounded by it. */
-static int value(enc *e, int *i, int depth, json_object **out)
+static int value(enc *e, int *i, int depth, json_object **out) // NOLINT(misc-no-recursion)
 {
     *out = NULL;
     switch ((unsigned char)e->buf[*i]) {
@@ -246,22 +248,20 @@ static int value(enc *e, int *i, int depth, json_object **out)
 
 char *json_etf_encode(const char *buf, int buf_len, int *index, size_t *out_len, const char **why)
 {
-    enc e = {.buf = buf};
-    int i = index != NULL ? *index : -1, end = i;
+    enc e = {.buf = buf, .why = "badarg"};
     char *s = NULL;
     size_t n = 0;
     json_object *root = NULL;
-    if (buf == NULL || buf_len < 0 || erlcmd_skip_term(buf, (size_t)buf_len, &end) != 0) {
-        e.why = "badarg";
-    } else if (value(&e, &i, 0, &root) == 0 && i == end) {
+    int i = index != NULL ? *index : -1, end = i;
+    /* ei then reads exactly the bytes erlcmd_skip_term bounded */
+    if (buf != NULL && index != NULL && buf_len >= 0 &&
+        erlcmd_skip_term(buf, (size_t)buf_len, &end) == 0 && value(&e, &i, 0, &root) == 0 &&
+        i == end) {
         const char *js = json_object_to_json_string_length(
             root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
         if (js != NULL && (s = malloc(n + 1)) != NULL)
             memcpy(s, js, n + 1);
-        else
-            e.why = "nomem";
-    } else if (e.why == NULL) {
-        e.why = "badarg"; /* ei read other bytes than the term's */
+        e.why = "nomem";
     }
     json_object_put(root);
     if (s == NULL) {
@@ -269,7 +269,6 @@ char *json_etf_encode(const char *buf, int buf_len, int *index, size_t *out_len,
             *why = e.why;
         return NULL;
     }
-    /* ei read exactly the bytes erlcmd_skip_term bounded */
     if (out_len != NULL)
         *out_len = n;
     *index = end;

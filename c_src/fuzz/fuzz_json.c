@@ -71,7 +71,7 @@ static int decode(ei_x_buff *x, const char *js, size_t n, const char **why)
  * (json_etf.h): maps with binary keys (UTF-8, no NUL), proper lists, UTF-8
  * binaries, integers strictly inside INT64_MIN .. UINT64_MAX, finite
  * floats, true/false/null, at most JSON_ETF_MAX_DEPTH levels. */
-static void in_image(const char *buf, int *i, int depth)
+static void in_image(const char *buf, int *i, int depth) // NOLINT(misc-no-recursion): <= 128 deep
 {
     int type, size, n;
     char atom[MAXATOMLEN];

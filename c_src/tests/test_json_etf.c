@@ -597,7 +597,7 @@ static void test_encode_errors(void **state)
     static const char nan[] = {70, 0x7f, (char)0xf8, 0, 0, 0, 0, 0, 0};
     static const char inf[] = {70, (char)0xff, (char)0xf0, 0, 0, 0, 0, 0, 0};
     static const char sign2[] = {110, 1, 2, 5};
-    char toobig[3 + 169] = {110, 169, 0}; /* beyond the former bignum limit */
+    char toobig[3 + 169] = {110, (char)169, 0}; /* beyond the former bignum limit */
     toobig[sizeof toobig - 1] = 1;
     CASE(ei_x_append_buf(&x, nan, sizeof nan), "badarg");
     CASE(ei_x_append_buf(&x, inf, sizeof inf), "badarg");
