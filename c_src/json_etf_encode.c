@@ -127,8 +127,9 @@ static int key_name(enc *e, int *i, char *key, size_t cap, char **heap, const ch
         int type, size, hdr = tag == ERL_SMALL_ATOM_EXT || tag == ERL_SMALL_ATOM_UTF8_EXT ? 2 : 3;
         if (ei_get_type(e->buf, i, &type, &size) != 0 ||
             memchr(e->buf + *i + hdr, '\0', (size_t)size) != NULL || cap < MAXATOMLEN_UTF8 ||
-            ei_decode_atom_as(e->buf, i, key, MAXATOMLEN_UTF8, ERLANG_UTF8, NULL, NULL) != 0)
-            return BADARG(e);
+            ei_decode_atom_as(e->buf, i, key, MAXATOMLEN_UTF8, ERLANG_UTF8, NULL, NULL) != 0 ||
+            je_utf8_valid((const unsigned char *)key, strlen(key)) != strlen(key))
+            return BADARG(e); /* ei takes a UTF-8 atom's bytes as they are */
         *name = key;
         return 0;
     }

@@ -204,7 +204,9 @@ json() ->
      {"term_bad.etf", term_to_binary([{tuple}, undefined, <<255>>, <<1:3>>, [a | b]])},
      {"term_dup_key.etf", term_to_binary(#{a => 1, <<"a">> => 2})},
      %% found by fuzzing: an empty map (no key list to check), then junk
-     {"term_empty_map.etf", <<131, 116, 0:32, 0, 1, "aa", 2>>}].
+     {"term_empty_map.etf", <<131, 116, 0:32, 0, 1, "aa", 2>>},
+     %% found by fuzzing: an ATOM_UTF8_EXT key that is not UTF-8 (ei does not check)
+     {"term_atom_key_not_utf8.etf", <<131, 116, 1:32, 119, 2, $a, 16#83, 97, 1>>}].
 %% Server -> client websocket bytes. Mode byte: bit 0 = starts with the
 %% answer to the upgrade; the rest = chunk size - 1.
 ws_streams() ->

@@ -614,6 +614,9 @@ static void test_encode_errors(void **state)
          "badarg");
     static const char nul_atom[] = {116, 0, 0, 0, 1, 119, 2, 'a', 0, 97, 1};
     CASE(ei_x_append_buf(&x, nul_atom, sizeof nul_atom), "badarg");
+    /* An ATOM_UTF8_EXT key that is not UTF-8 (found by fuzzing). */
+    static const char bad_atom[] = {116, 0, 0, 0, 1, 119, 2, 'a', (char)0x83, 97, 1};
+    CASE(ei_x_append_buf(&x, bad_atom, sizeof bad_atom), "badarg");
     /* [] and strings are arrays too: 128 lists around one is 129 levels. */
     assert_int_equal(ei_x_new_with_version(&x), 0);
     for (int k = 0; k < JSON_ETF_MAX_DEPTH; k++)
