@@ -119,9 +119,11 @@
 -define(MAX_HEADERS, 100).
 -define(MAX_HEADER_BYTES, 65536).
 -define(MAX_TIMEOUT, 4294967295).   % the longest Erlang timer, ms
-%% The port's JSON limits (c_src/json_etf.h): nesting, integer magnitude.
+%% The port's JSON limits (c_src/json_etf.h): nesting; integers strictly
+%% between the ends of int64 and uint64 (json-c clamps to those ends).
 -define(JSON_MAX_DEPTH, 128).
--define(JSON_MAX_INT, (1 bsl 1344)).
+-define(JSON_INT_MIN, -(1 bsl 63)).
+-define(JSON_INT_MAX, (1 bsl 64) - 1).
 -define(METHODS, [get, post, put, delete, patch, head]).
 
 %%====================================================================
@@ -406,18 +408,21 @@ request(Server, Method, Path) -> request(Server, Method, Path, #{}).
 %%
 %% JSON mapping, both ways (done in the port): object = map with binary keys
 %% (atom keys accepted when encoding), array = list, string = UTF-8 binary,
-%% integer = integer (up to 2^1344 in magnitude), other number = float,
-%% `true'/`false'/`null' = those atoms (Elixir: `:null', not `nil'). A
-%% `json' term that does not map (tuples, pids, other atoms, invalid UTF-8,
-%% bitstrings, improper lists, a map with `a' and `<<"a">>' as keys, more
-%% than 128 levels of nesting) is `{error, {badarg, json}}', before anything
-%% is sent; `json' together with
+%% integer = integer (strictly between -2^63 and 2^64-1), other number =
+%% float, `true'/`false'/`null' = those atoms (Elixir: `:null', not `nil').
+%% A `json' term that does not map (tuples, pids, other atoms, invalid
+%% UTF-8, bitstrings, improper lists, integers outside that range, a key
+%% with a NUL byte, a map with `a' and `<<"a">>' as keys, more than 128
+%% levels of nesting) is `{error, {badarg, json}}', before anything is sent;
+%% `json' together with
 %% `body' is `{error, {badarg, json}}'. With `decode => json' the answer of a
 %% complete exchange (any status) carries `json := Term', or, when the body
 %% is not JSON, `json_error := Why' (`empty', `syntax', `utf8', `depth',
-%% `too_large', `number': an integer beyond 2^1344 or a float beyond the
-%% double range); the raw `body' is always there. Duplicate keys in an
-%% object: the last one wins.
+%% `too_large', `number': an integer outside that range, `NaN',
+%% `Infinity' or a float beyond the double range); the raw `body' is always
+%% there. Duplicate keys in an object: the last one wins. The port parses
+%% with json-c (strict mode), which also takes a few things RFC 8259 does
+%% not, such as `1.' and `-01' (c_src/PROTOCOL.md, "JSON mapping").
 %%
 %% Without a usable LST (none, or expiring within `refresh_margin') the
 %% session authenticates first, one handshake for all waiting requests. A
@@ -563,7 +568,7 @@ json_opts(Opts) ->
 %% may still open.
 -spec is_json(term(), non_neg_integer()) -> boolean().
 is_json(B, _) when is_binary(B) -> is_utf8(B);
-is_json(I, _) when is_integer(I) -> abs(I) < ?JSON_MAX_INT;
+is_json(I, _) when is_integer(I) -> I > ?JSON_INT_MIN andalso I < ?JSON_INT_MAX;
 is_json(F, _) when is_float(F) -> true;   % Erlang floats are always finite
 is_json(A, _) when A =:= true; A =:= false; A =:= null -> true;
 is_json(_, 0) -> false;
@@ -580,11 +585,12 @@ is_json_list([], _) -> true;
 is_json_list([H | T], Depth) -> is_json(H, Depth) andalso is_json_list(T, Depth);
 is_json_list(_, _) -> false.   % improper
 
-%% A map key's JSON name: binaries (UTF-8) and atoms only.
+%% A map key's JSON name: binaries (UTF-8) and atoms only, without a NUL
+%% byte (json-c's keys are C strings).
 -spec json_name(term()) -> binary() | error.
-json_name(K) when is_atom(K) -> atom_to_binary(K, utf8);
+json_name(K) when is_atom(K) -> json_name(atom_to_binary(K, utf8));
 json_name(K) when is_binary(K) ->
-    case is_utf8(K) of
+    case is_utf8(K) andalso binary:match(K, <<0>>) =:= nomatch of
         true -> K;
         false -> error
     end;
