@@ -1,0 +1,76 @@
+%% @doc `telemetry' events, sent only when the `telemetry' library is present
+%% at run time. It is an optional dependency: nothing here needs it to build
+%% or test, and without it {@link execute/3} does nothing.
+%%
+%% Events (durations in `native' time units, convert with
+%% `erlang:convert_time_unit/3'):
+%% <ul>
+%% <li>`[ibkr_oauth, request, start]': `#{system_time, monotonic_time}',
+%%     metadata `#{method, path, attempt}';</li>
+%% <li>`[ibkr_oauth, request, stop]': `#{duration, queued_ms}', metadata
+%%     `#{method, path, attempt, status}' (`status' an HTTP status or
+%%     `error');</li>
+%% <li>`[ibkr_oauth, request, exception]': `#{duration}', metadata
+%%     `#{method, path, attempt, reason}' (a request that ended in
+%%     `{error, Reason}' without an HTTP answer);</li>
+%% <li>`[ibkr_oauth, handshake, stop]': `#{duration}', metadata
+%%     `#{result => ok | error, reason => term()}';</li>
+%% <li>`[ibkr_oauth, rate_limit, queued]': `#{queued_ms}', metadata
+%%     `#{path}';</li>
+%% <li>`[ibkr_oauth, port, exit]': `#{count => 1}', metadata
+%%     `#{reason, os_pid}'.</li>
+%% </ul>
+%% Metadata never holds headers, bodies, tokens or keys (the same fields as
+%% the log events). Every event's metadata also carries `session => pid()'
+%% when the caller adds it.
+-module(ibkr_oauth_telemetry).
+
+-export([execute/3, events/0, available/0, reset/0]).
+
+-define(KEY, {?MODULE, available}).
+
+%% @doc Every event name this application emits.
+-spec events() -> [[atom(), ...], ...].
+events() ->
+    [[ibkr_oauth, request, start], [ibkr_oauth, request, stop],
+     [ibkr_oauth, request, exception], [ibkr_oauth, handshake, stop],
+     [ibkr_oauth, rate_limit, queued], [ibkr_oauth, port, exit]].
+
+%% @doc Sends one event through `telemetry:execute/3' when `telemetry' is
+%% available; a handler that crashes is telemetry's business (it detaches
+%% it), and any other failure is ignored: observability never breaks a
+%% request.
+-spec execute([atom(), ...], map(), map()) -> ok.
+execute(Event, Measurements, Metadata) ->
+    case available() of
+        true ->
+            try
+                _ = telemetry:execute(Event, Measurements, Metadata),
+                ok
+            catch
+                _:_ -> ok
+            end;
+        false -> ok
+    end.
+
+%% @doc Whether the `telemetry' module can be loaded. Checked once per node
+%% and cached in `persistent_term'; {@link reset/0} forgets the answer (e.g.
+%% after loading telemetry late).
+-spec available() -> boolean().
+available() ->
+    case persistent_term:get(?KEY, undefined) of
+        undefined ->
+            A = case code:ensure_loaded(telemetry) of
+                    {module, telemetry} -> erlang:function_exported(telemetry, execute, 3);
+                    {error, _} -> false
+                end,
+            persistent_term:put(?KEY, A),
+            A;
+        A -> A
+    end.
+
+%% @doc Forgets the cached {@link available/0} answer.
+-spec reset() -> ok.
+reset() ->
+    _ = persistent_term:erase(?KEY),
+    ok.
