@@ -132,6 +132,8 @@ static const struct {
     {"authenticate", 1, 1, cmd_authenticate},
     {"cancel", 1, 0, cmd_cancel},
     {"stats", 0, 1, cmd_stats},
+    {"generate_rsa", 1, 0, cmd_generate_rsa},
+    {"generate_dh", 1, 0, cmd_generate_dh},
 };
 
 static void run(const frame *f, int idx)

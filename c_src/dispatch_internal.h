@@ -47,6 +47,8 @@ void cmd_sign(const frame *f, uint64_t id, int at);
 void cmd_authenticate(const frame *f, uint64_t id, int at);
 void cmd_http(const frame *f, uint64_t id, int at);
 void cmd_cancel(const frame *f, uint64_t id, int at);
+void cmd_generate_rsa(const frame *f, uint64_t id, int at); /* cmd_keygen.c */
+void cmd_generate_dh(const frame *f, uint64_t id, int at);
 
 /* The pending authenticate (if any) answered {error, cancelled}: a replaced
  * session's handshake cannot complete. */
