@@ -152,7 +152,6 @@ private_key(Pem) ->
         [{_, _, Enc} | _] when Enc =/= not_encrypted -> {error, <<"encrypted PEM (the port needs it unencrypted)">>};
         [{'RSAPrivateKey', _, _} = E | _] -> rsa_private(E, <<"PKCS#1">>);
         [{'PrivateKeyInfo', _, _} = E | _] -> rsa_private(E, <<"PKCS#8">>);
-        [{'EncryptedPrivateKeyInfo', _, _} | _] -> {error, <<"encrypted PKCS#8 (the port needs it unencrypted)">>};
         [{Type, _, _} | _] -> {error, iolist_to_binary(["not a private key: ", atom_to_binary(Type)])}
     catch
         _:_ -> {error, <<"not a valid PEM">>}

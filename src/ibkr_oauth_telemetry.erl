@@ -42,31 +42,41 @@ events() ->
 %% request.
 -spec execute([atom(), ...], map(), map()) -> ok.
 execute(Event, Measurements, Metadata) ->
-    case available() of
-        true ->
+    case module() of
+        false -> ok;
+        Mod ->
             try
-                _ = telemetry:execute(Event, Measurements, Metadata),
+                _ = Mod:execute(Event, Measurements, Metadata),
                 ok
             catch
                 _:_ -> ok
-            end;
-        false -> ok
+            end
     end.
 
 %% @doc Whether the `telemetry' module can be loaded. Checked once per node
 %% and cached in `persistent_term'; {@link reset/0} forgets the answer (e.g.
 %% after loading telemetry late).
 -spec available() -> boolean().
-available() ->
+available() -> module() =/= false.
+
+%% The telemetry module, or false. The module name is data (not a literal
+%% remote call), so nothing at build time refers to telemetry.
+-spec module() -> module() | false.
+module() ->
     case persistent_term:get(?KEY, undefined) of
         undefined ->
-            A = case code:ensure_loaded(telemetry) of
-                    {module, telemetry} -> erlang:function_exported(telemetry, execute, 3);
+            Mod = telemetry,
+            M = case code:ensure_loaded(Mod) of
+                    {module, Mod} ->
+                        case erlang:function_exported(Mod, execute, 3) of
+                            true -> Mod;
+                            false -> false
+                        end;
                     {error, _} -> false
                 end,
-            persistent_term:put(?KEY, A),
-            A;
-        A -> A
+            persistent_term:put(?KEY, M),
+            M;
+        M -> M
     end.
 
 %% @doc Forgets the cached {@link available/0} answer.
