@@ -471,15 +471,34 @@ skew_text(S) -> [integer_to_binary(-S), " s behind"].
 date_skew(Headers) ->
     case lists:keyfind(<<"date">>, 1, Headers) of
         {_, Date} ->
-            case httpd_util:convert_request_date(binary_to_list(Date)) of
-                bad_date -> error;
-                DateTime ->
+            case http_date(Date) of
+                {ok, DateTime} ->
                     Server = calendar:datetime_to_gregorian_seconds(DateTime),
                     Local = calendar:datetime_to_gregorian_seconds(calendar:universal_time()),
-                    {ok, Local - Server}
+                    {ok, Local - Server};
+                error -> error
             end;
         false -> error
     end.
+
+%% An HTTP date as servers send it (RFC 9110 IMF-fixdate):
+%% "Tue, 01 Dec 2026 15:19:44 GMT".
+-spec http_date(binary()) -> {ok, calendar:datetime()} | error.
+http_date(<<_:3/binary, ", ", D:2/binary, " ", Mon:3/binary, " ", Y:4/binary, " ",
+            H:2/binary, ":", Mi:2/binary, ":", S:2/binary, " GMT">>) ->
+    Months = [<<"Jan">>, <<"Feb">>, <<"Mar">>, <<"Apr">>, <<"May">>, <<"Jun">>,
+              <<"Jul">>, <<"Aug">>, <<"Sep">>, <<"Oct">>, <<"Nov">>, <<"Dec">>],
+    try
+        M = length(lists:takewhile(fun(X) -> X =/= Mon end, Months)) + 1,
+        true = M =< 12,
+        DT = {{binary_to_integer(Y), M, binary_to_integer(D)},
+              {binary_to_integer(H), binary_to_integer(Mi), binary_to_integer(S)}},
+        true = calendar:valid_date(element(1, DT)),
+        {ok, DT}
+    catch
+        _:_ -> error
+    end;
+http_date(_) -> error.
 
 -spec lst(port(), map()) -> {[line()], map()}.
 lst(Port, Ctx) ->

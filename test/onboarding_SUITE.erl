@@ -21,7 +21,7 @@
 suite() -> [{timetrap, {minutes, 10}}].
 
 all() ->
-    [setup_then_doctor_all_ok, setup_refuses_overwrite, placeholders_fail, offline_skips_network,
+    [setup_then_doctor_all_ok, keygen_commands, keygen_stops_when_port_closed, setup_refuses_overwrite, placeholders_fail, offline_skips_network,
      bad_pem, crlf_public_key, crlf_private_key_loads, pkcs1_keys, wrong_pair, loose_permissions,
      negative_prime, composite_prime, generator_not_2, hex_prime_differs, prime_as_dhparam_text,
      secret_wrong_length, secret_not_decrypting, realm_mismatch,
@@ -178,6 +178,60 @@ mode(File) ->
     case file:read_file_info(File) of
         {ok, Info} -> {ok, #{mode => element(8, Info)}};
         E -> E
+    end.
+
+%% The port's generate_rsa / generate_dh: before any init, progress events
+%% carry the request's id, bad sizes are badarg.
+keygen_commands(_Config) ->
+    {ok, Port} = ibkr_oauth_port_call:open(),
+    try
+        Self = self(),
+        {ok, #{pem := Pem, prime_hex := Hex}} =
+            ibkr_oauth_port_call:call(Port, {generate_dh, 512}, 60000, fun(E) -> Self ! {event, E} end),
+        {ok, #{prime := P, generator := 2}} = ibkr_oauth_config:dh_params(Pem),
+        ?assertEqual(P, binary_to_integer(Hex, 16)),
+        ?assertEqual(512, length(integer_to_list(P, 2))),
+        Events = flush_events([]),
+        ?assertNotEqual([], Events),
+        [?assertMatch({progress, Id, S} when is_integer(Id) andalso
+                                             (S =:= candidate orelse S =:= testing orelse S =:= passed), E)
+         || E <- Events],
+        ?assertEqual(1, length(lists:usort([Id || {progress, Id, _} <- Events]))),
+        {ok, #{private_pem := Priv, public_pem := Pub}} =
+            ibkr_oauth_port_call:call(Port, {generate_rsa, 2048}, 60000),
+        #'RSAPrivateKey'{modulus = N} = public_key:pem_entry_decode(hd(public_key:pem_decode(Priv))),
+        ?assertMatch([{'SubjectPublicKeyInfo', _, not_encrypted}], public_key:pem_decode(Pub)),
+        ?assertMatch(#'RSAPublicKey'{modulus = N}, public_key:pem_entry_decode(hd(public_key:pem_decode(Pub)))),
+        [?assertEqual({error, {badarg, bits}}, ibkr_oauth_port_call:call(Port, Cmd, 10000))
+         || Cmd <- [{generate_rsa, 1024}, {generate_rsa, <<"2048">>}, {generate_dh, 256},
+                    {generate_dh, 1 bsl 70}, {generate_dh, -1}]],
+        ?assertEqual({error, badarg}, ibkr_oauth_port_call:call(Port, {generate_dh, 512, extra}, 10000)),
+        %% and the port still works for sessions afterwards
+        ?assertEqual({error, not_initialized}, ibkr_oauth_port_call:call(Port, stats, 10000))
+    after
+        ibkr_oauth_port_call:close(Port)
+    end.
+
+flush_events(Acc) ->
+    receive {event, E} -> flush_events([E | Acc])
+    after 0 -> lists:reverse(Acc)
+    end.
+
+%% A long search stops when the BEAM closes the port: the OS process ends.
+keygen_stops_when_port_closed(_Config) ->
+    {ok, Port} = ibkr_oauth_port_call:open(),
+    OsPid = ibkr_oauth_port:os_pid(Port),
+    ok = ibkr_oauth_port:send(Port, 1, {generate_dh, 8192}),
+    %% wait for the search to be under way (first progress event)
+    receive {Port, {data, _}} -> ok after 60000 -> ct:fail(no_progress) end,
+    ibkr_oauth_port_call:close(Port),
+    ok = wait_gone(OsPid, 600).
+
+wait_gone(_OsPid, 0) -> {error, still_running};
+wait_gone(OsPid, N) ->
+    case filelib:is_dir("/proc/" ++ integer_to_list(OsPid)) of
+        false -> ok;
+        true -> timer:sleep(100), wait_gone(OsPid, N - 1)
     end.
 
 setup_refuses_overwrite(Config) ->
