@@ -26,6 +26,8 @@
 -module(ibkr_oauth_telemetry).
 
 -export([execute/3, events/0, available/0, reset/0]).
+-export([request_start/1, request_stop/3, request_exception/3, handshake_stop/2,
+         rate_limit_queued/2, port_exit/2]).
 
 -define(KEY, {?MODULE, available}).
 
@@ -84,3 +86,43 @@ module() ->
 reset() ->
     _ = persistent_term:erase(?KEY),
     ok.
+
+%%% The events with their measurements, for the session to call. Each
+%%% `*_start' returns the start time (`erlang:monotonic_time()', native
+%%% units) that the matching stop takes.
+
+%% @doc `[ibkr_oauth, request, start]'; returns the start time.
+-spec request_start(map()) -> integer().
+request_start(Metadata) ->
+    Start = erlang:monotonic_time(),
+    execute([ibkr_oauth, request, start],
+            #{system_time => erlang:system_time(), monotonic_time => Start}, Metadata),
+    Start.
+
+%% @doc `[ibkr_oauth, request, stop]' with `duration' since `Start' plus
+%% `Extra' measurements (e.g. `queued_ms').
+-spec request_stop(integer(), map(), map()) -> ok.
+request_stop(Start, Extra, Metadata) ->
+    execute([ibkr_oauth, request, stop], Extra#{duration => erlang:monotonic_time() - Start}, Metadata).
+
+%% @doc `[ibkr_oauth, request, exception]': the request ended in `{error,
+%% Reason}' without an HTTP answer (`Metadata' carries `reason').
+-spec request_exception(integer(), map(), map()) -> ok.
+request_exception(Start, Extra, Metadata) ->
+    execute([ibkr_oauth, request, exception], Extra#{duration => erlang:monotonic_time() - Start},
+            Metadata).
+
+%% @doc `[ibkr_oauth, handshake, stop]' with `duration' since `Start'.
+-spec handshake_stop(integer(), map()) -> ok.
+handshake_stop(Start, Metadata) ->
+    execute([ibkr_oauth, handshake, stop], #{duration => erlang:monotonic_time() - Start}, Metadata).
+
+%% @doc `[ibkr_oauth, rate_limit, queued]'.
+-spec rate_limit_queued(non_neg_integer(), map()) -> ok.
+rate_limit_queued(QueuedMs, Metadata) ->
+    execute([ibkr_oauth, rate_limit, queued], #{queued_ms => QueuedMs}, Metadata).
+
+%% @doc `[ibkr_oauth, port, exit]'.
+-spec port_exit(term(), non_neg_integer() | undefined) -> ok.
+port_exit(Reason, OsPid) ->
+    execute([ibkr_oauth, port, exit], #{count => 1}, #{reason => Reason, os_pid => OsPid}).

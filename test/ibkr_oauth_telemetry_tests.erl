@@ -69,3 +69,30 @@ cached_test() ->
 
 events_test() ->
     ?assertEqual(6, length(ibkr_oauth_telemetry:events())).
+
+helpers_test() ->
+    load_stand_in(),
+    try
+        Meta = #{method => get, path => <<"/x">>, attempt => 1},
+        Start = ibkr_oauth_telemetry:request_start(Meta),
+        ?assertMatch({[ibkr_oauth, request, start], #{system_time := _, monotonic_time := Start}, Meta},
+                     next_event()),
+        ok = ibkr_oauth_telemetry:request_stop(Start, #{queued_ms => 3}, Meta#{status => 200}),
+        {[ibkr_oauth, request, stop], #{duration := D, queued_ms := 3}, #{status := 200}} = next_event(),
+        ?assert(is_integer(D) andalso D >= 0),
+        ok = ibkr_oauth_telemetry:request_exception(Start, #{}, Meta#{reason => timeout}),
+        ?assertMatch({[ibkr_oauth, request, exception], #{duration := _}, #{reason := timeout}}, next_event()),
+        ok = ibkr_oauth_telemetry:handshake_stop(Start, #{result => ok}),
+        ?assertMatch({[ibkr_oauth, handshake, stop], #{duration := _}, #{result := ok}}, next_event()),
+        ok = ibkr_oauth_telemetry:rate_limit_queued(40, #{path => <<"/x">>}),
+        ?assertMatch({[ibkr_oauth, rate_limit, queued], #{queued_ms := 40}, _}, next_event()),
+        ok = ibkr_oauth_telemetry:port_exit(killed, 123),
+        ?assertMatch({[ibkr_oauth, port, exit], #{count := 1}, #{reason := killed, os_pid := 123}}, next_event())
+    after
+        unload_stand_in()
+    end.
+
+next_event() ->
+    receive {telemetry_event, E, M, Md} -> {E, M, Md}
+    after 5000 -> timeout
+    end.
