@@ -94,9 +94,10 @@ test-asan: deps-test
 valgrind: deps-test
 	$(MAKE) -C c_src all
 	$(MAKE) -C c_src $(patsubst c_src/tests/%.c,build/tests/%,$(wildcard c_src/tests/test_*.c)) \
-		build/fuzz/replay_fuzz_frame build/fuzz/replay_fuzz_answer
+		build/fuzz/replay_fuzz_frame build/fuzz/replay_fuzz_answer build/fuzz/replay_fuzz_json
 	@set -e; for t in c_src/build/tests/test_* "c_src/build/fuzz/replay_fuzz_frame c_src/fuzz/corpus/fuzz_frame" \
-			"c_src/build/fuzz/replay_fuzz_answer c_src/fuzz/corpus/fuzz_answer"; do \
+			"c_src/build/fuzz/replay_fuzz_answer c_src/fuzz/corpus/fuzz_answer" \
+			"c_src/build/fuzz/replay_fuzz_json c_src/fuzz/corpus/fuzz_json"; do \
 		echo "== valgrind $$t"; \
 		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
 			--errors-for-leak-kinds=definite,indirect --error-exitcode=1 \

@@ -7,8 +7,9 @@
 #include <poll.h>
 #include <time.h>
 
-#include "dispatch_internal.h"
+#include "commands.h"
 #include "keygen.h"
+#include "port_state.h"
 
 /* At most one progress event per this many ms (the search calls back
  * thousands of times). */
@@ -46,9 +47,9 @@ static void reply_keygen_error(uint64_t id, keygen_status st)
 static void reply_two(uint64_t id, const char *k1, const keygen_pem *v1, const char *k2,
                       const keygen_pem *v2, int secret)
 {
-    if (erlcmd_reserve(D.c, v1->len + v2->len + 128) != 0)
+    if (erlcmd_reserve(g_port.c, v1->len + v2->len + 128) != 0)
         return;
-    ei_x_buff *x = erlcmd_begin_reply(D.c, id);
+    ei_x_buff *x = erlcmd_begin_reply(g_port.c, id);
     if (x == NULL)
         return;
     int r = ei_x_encode_tuple_header(x, 2);
@@ -58,8 +59,8 @@ static void reply_two(uint64_t id, const char *k1, const keygen_pem *v1, const c
     r |= erlcmd_encode_binary(x, v1->data, v1->len);
     r |= ei_x_encode_atom(x, k2);
     r |= erlcmd_encode_binary(x, v2->data, v2->len);
-    if (erlcmd_end(D.c, r) == 0 && secret)
-        D.c->sensitive = 1;
+    if (erlcmd_end(g_port.c, r) == 0 && secret)
+        g_port.c->sensitive = 1;
 }
 
 void cmd_generate_rsa(const frame *f, uint64_t id, int at)
@@ -108,7 +109,7 @@ static const char *stage_atom(keygen_stage s)
  * closed the port) without consuming anything, and stop if so. */
 static int beam_gone(void)
 {
-    struct pollfd p = {D.c->in_fd, 0, 0};
+    struct pollfd p = {g_port.c->in_fd, 0, 0};
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)) != 0;
 }
 
@@ -124,7 +125,7 @@ static int on_progress(keygen_stage stage, void *ctx)
         return 0;
     ps->last = now;
     ps->sent = 1;
-    ei_x_buff *x = erlcmd_begin(D.c);
+    ei_x_buff *x = erlcmd_begin(g_port.c);
     if (x == NULL)
         return 1;
     int r = ei_x_encode_tuple_header(x, 2);
@@ -133,8 +134,8 @@ static int on_progress(keygen_stage stage, void *ctx)
     r |= ei_x_encode_atom(x, "progress");
     r |= ei_x_encode_ulonglong(x, ps->id);
     r |= ei_x_encode_atom(x, stage_atom(stage));
-    if (erlcmd_end(D.c, r) == 0)
-        (void)erlcmd_flush(D.c); /* now: the main loop is not running */
+    if (erlcmd_end(g_port.c, r) == 0)
+        (void)erlcmd_flush(g_port.c); /* now: the main loop is not running */
     return 1;
 }
 

@@ -738,20 +738,37 @@ req_reply(Ref, #req{retried_429 = false} = R, {ok, #{status := 429, headers := H
             St#st{reqs = (St#st.reqs)#{Ref := R1}};
         _ -> finish(Ref, Reply, St)
     end;
-req_reply(Ref, #req{retried_transport = false, method = M} = R, {error, {transport, K}} = Reply, St) ->
-    case lists:member(K, [resolve, connect, tls]) orelse M =:= get orelse M =:= head of
+req_reply(Ref, #req{retried_transport = false, method = M} = R,
+          {error, {transport, K, #{sent := Sent}}} = Reply, St) ->
+    %% The port reports facts; resending is safe when nothing can have
+    %% reached the server, and for get/head.
+    case Sent =:= false orelse M =:= get orelse M =:= head of
         true ->
             retry_warning(R, io_lib:format("failed (transport ~p): one retry", [K]), #{}),
             R1 = R#req{retried_transport = true},
             dispatch(Ref, St#st{reqs = (St#st.reqs)#{Ref := R1}});
-        false -> finish(Ref, Reply, St)
+        false -> finish(Ref, caller_transport(Reply), St)
     end;
+req_reply(Ref, _R, {error, {transport, _, #{}}} = Reply, St) ->
+    finish(Ref, caller_transport(Reply), St);
 req_reply(Ref, _R, {ok, #{status := _, headers := _, body := _}} = Reply, St) ->
     finish(Ref, Reply, St);
 req_reply(Ref, _R, {error, _} = Reply, St) ->
     finish(Ref, Reply, St);
 req_reply(Ref, _R, _Other, St) ->
     finish(Ref, {error, bad_reply}, St).
+
+%% What the caller sees of the port's transport facts: `{transport, K}',
+%% where resolve/connect/tls promise "never sent", so a request that may
+%% have reached the server (libcurl's reconnect after a reused connection
+%% died) reads as `recv'.
+-spec caller_transport({error, {transport, atom(), #{sent := boolean()}}}) ->
+    {error, {transport, atom()}}.
+caller_transport({error, {transport, K, #{sent := true}}})
+  when K =:= resolve; K =:= connect; K =:= tls ->
+    {error, {transport, recv}};
+caller_transport({error, {transport, K, _}}) ->
+    {error, {transport, K}}.
 
 -spec retry_warning(#req{}, iodata(), map()) -> ok.
 retry_warning(R, What, Meta) ->
@@ -1105,11 +1122,12 @@ watchdog(Id, St) ->
 handshake_timeout(#st{request_timeout = infinity}) -> 60000;
 handshake_timeout(#st{request_timeout = T}) -> min(T, ?PORT_MAX_TIMEOUT).
 
-%% The port takes timeouts up to 2^31-1 ms (0: none). Longer ones (the API
-%% allows 2^32-1) are the session's own deadline timer's business.
--spec port_timeout(integer() | infinity) -> non_neg_integer().
+%% The port takes timeouts up to 2^31-1 ms, or `infinity' (0 there means a
+%% deadline already passed). Longer ones (the API allows 2^32-1) are the
+%% session's own deadline timer's business.
+-spec port_timeout(integer() | infinity) -> integer() | infinity.
 port_timeout(Ms) when is_integer(Ms), Ms =< ?PORT_MAX_TIMEOUT -> Ms;
-port_timeout(_) -> 0.
+port_timeout(_) -> infinity.
 
 -spec handshake_done(term(), state()) -> state().
 handshake_done({ok, #{expires_at := E}}, #st{handshake = {lst, _, Origin}} = St)

@@ -1,10 +1,11 @@
 %% Helpers shared by faults_SUITE, bad_input_SUITE and secrets_SUITE: OS
 %% process checks, polling, concurrent callers, a logger handler that keeps
-%% every event, and a peer node with the application's code.
+%% every event, a peer node with the application's code, and commands to a
+%% raw port.
 -module(ibkr_check_lib).
 -export([os_alive/1, wait_until/2, spawn_callers/1, collect/2,
          capture_logs/0, captured/1, stop_capture/1, log/2,
-         start_peer/0, kill_os/1]).
+         start_peer/0, kill_os/1, port_config/1, port_call/3]).
 
 %% Alive and not a zombie.
 -spec os_alive(non_neg_integer()) -> boolean().
@@ -119,3 +120,29 @@ start_peer() ->
                {ok, P, _Node} -> P
            end,
     {Peer, peer:call(Peer, os, getpid, [])}.
+
+%%% ------------------------------------------------------ raw port
+
+%% The port's init config for the public vectors, with Extra config keys.
+-spec port_config(map()) -> map().
+port_config(Extra) ->
+    {ok, V} = ibkr_oauth_config:validate(ibkr_test_lib:vector_config(public, Extra)),
+    ibkr_oauth_config:to_port(V).
+
+%% One command to a port from ibkr_oauth_port:open/0 and its answer (log
+%% events skipped).
+-spec port_call(port(), pos_integer(), term()) -> term().
+port_call(P, Id, Cmd) ->
+    ok = ibkr_oauth_port:send(P, Id, Cmd),
+    port_reply(P, Id).
+
+port_reply(P, Id) ->
+    receive
+        {P, {data, Bin}} ->
+            case ibkr_oauth_port:decode(Bin) of
+                {ok, Id, Reply} -> Reply;
+                {ok, 0, {log, _, _}} -> port_reply(P, Id);
+                Other -> error({unexpected_frame, Other})
+            end
+    after 30000 -> error({no_reply, Id})
+    end.
