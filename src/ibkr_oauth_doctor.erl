@@ -67,7 +67,7 @@ format_line({Level, Check, Found, Advice}) ->
 -spec report(term(), #{offline => boolean()}) -> [line()].
 report(Config, Opts) ->
     Caller = self(),
-    {Pid, Ref} = spawn_monitor(fun() -> Caller ! {self(), checks(Config, Opts)} end),
+    {Pid, Ref} = spawn_monitor(fun() -> Caller ! {self(), safe_checks(Config, Opts)} end),
     receive
         {Pid, Lines} ->
             erlang:demonitor(Ref, [flush]),
@@ -75,6 +75,16 @@ report(Config, Opts) ->
         {'DOWN', Ref, process, Pid, _Why} ->
             %% The reason is not shown: it could hold the config (the secret).
             [{fail, doctor, <<"the doctor itself failed">>, <<"please report this">>}]
+    end.
+
+%% A failure inside a check must not crash the worker: its crash report
+%% would print the stack's arguments, i.e. the config and its secret.
+-spec safe_checks(term(), map()) -> [line()].
+safe_checks(Config, Opts) ->
+    try checks(Config, Opts)
+    catch
+        Class:_ -> [{fail, doctor, <<"the doctor itself failed (", (atom_to_binary(Class))/binary, ")">>,
+                     <<"please report this">>}]
     end.
 
 %%% ================================================================ checks

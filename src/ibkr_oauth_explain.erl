@@ -28,6 +28,9 @@ text({http, Status, Body}, _) when is_integer(Status), is_binary(Body) ->
         Ibkr -> ibkr_oauth_ibkr_error:describe(Ibkr)
     end;
 text({transport, Kind}, _) -> ["network: ", transport(Kind)];
+text({transport, Kind, #{sent := true}}, _) ->
+    ["network: ", transport(Kind), " (the request may have reached the server)"];
+text({transport, Kind, #{}}, _) -> ["network: ", transport(Kind)];
 text(timeout, _) -> "no answer in time (timeout)";
 text(rate_limited, _) -> "held back by the rate limit: the request would have waited past its timeout";
 text(port_down, _) -> "the port program (priv/ibkr_oauth_port) stopped";
@@ -98,6 +101,7 @@ transport(tls) -> "TLS failed (certificate not trusted? see ca_file)";
 transport(send) -> "sending the request failed";
 transport(recv) -> "the connection broke before the answer";
 transport(too_large) -> "the answer is too large";
+transport(bad_status) -> "the answer's status line is not HTTP";
 transport(Other) -> io_lib:format("~tp", [Other]).
 
 -spec excerpt(binary()) -> binary().

@@ -31,6 +31,9 @@ rate_limit_test() ->
 
 runtime_test_() ->
     [?_assertEqual(<<"network: cannot connect to the host">>, ?E({transport, connect})),
+     ?_assertEqual(<<"network: cannot connect to the host">>, ?E({transport, connect, #{sent => false}})),
+     ?_assertEqual(<<"network: the connection broke before the answer (the request may have reached the server)">>,
+                   ?E({transport, recv, #{sent => true}})),
      ?_assertEqual(<<"no answer in time (timeout)">>, ?E(timeout)),
      ?_assertMatch(<<"IBKR invalid_consumer \"invalid consumer\" (HTTP 401, incident 5): ", _/binary>>,
                    ?E({http, 401, <<"{\"error\":\"id: 5, error: invalid consumer\",\"statusCode\":401}">>})),
