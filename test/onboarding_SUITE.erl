@@ -27,7 +27,7 @@ all() ->
      secret_wrong_length, secret_not_decrypting, realm_mismatch,
      invalid_consumer, invalid_consumer_envelope, no_access_secret, other_401, lst_signature_mismatch,
      first_401_after_lst, no_bridge, gone, sso_dh_failed, misconfigured_session, rate_limited,
-     competing, clock_skew_warns, clock_skew_fails_lst].
+     competing, not_authenticated_after_ssodh, clock_skew_warns, clock_skew_fails_lst].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(crypto),
@@ -436,6 +436,14 @@ competing(Config) ->
     ok = ?F:set_fault({answer, <<"/tickle">>, 200,
                        <<"{\"iserver\":{\"authStatus\":{\"authenticated\":true,\"competing\":true}}}">>, 1}),
     assert_warn(tickle, [<<"competing">>, <<"evicts">>], doctor(Cfg)).
+
+not_authenticated_after_ssodh(Config) ->
+    Cfg = portal(Config),
+    ok = ?F:set_fault({answer, <<"/tickle">>, 200,
+                       <<"{\"iserver\":{\"authStatus\":{\"authenticated\":false,\"competing\":false}}}">>, 1}),
+    Report = doctor(Cfg),
+    assert_fail(tickle, [<<"authenticated:false">>, <<"ssodh/init">>], Report),
+    ?assertEqual(tickle, last(Report)).
 
 clock_skew_warns(Config) ->
     Cfg = portal(Config),
