@@ -70,7 +70,7 @@ void cmd_lst_complete(const frame *f, uint64_t id, int at)
         reply_badarg(id, fl[1].name);
         return;
     }
-    if ((idx = fl[2].at) < 0 || dec_i64(f, &idx, &exp) != 0) {
+    if ((idx = fl[2].at) < 0 || dec_i64(f, &idx, &exp) != 0 || exp < 0) {
         reply_badarg(id, fl[2].name);
         return;
     }

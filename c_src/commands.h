@@ -37,6 +37,10 @@ void cmd_sign(const frame *f, uint64_t id, int at);
 void cmd_authenticate(const frame *f, uint64_t id, int at);
 void cmd_http(const frame *f, uint64_t id, int at);
 void cmd_cancel(const frame *f, uint64_t id, int at);
+/* cmd_ws.c */
+void cmd_ws_open(const frame *f, uint64_t id, int at);
+void cmd_ws_send(const frame *f, uint64_t id, int at);
+void cmd_ws_close(const frame *f, uint64_t id, int at);
 /* cmd_keygen.c */
 void cmd_generate_rsa(const frame *f, uint64_t id, int at);
 void cmd_generate_dh(const frame *f, uint64_t id, int at);

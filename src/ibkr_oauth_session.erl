@@ -100,6 +100,7 @@
     path = <<>> :: binary(),                   % relative, without the query
     headers :: [{binary(), binary()}],
     body :: binary(),
+    port_opts = #{} :: map(),                  % more http command fields: json, decode
     deadline = infinity :: integer() | infinity,   % monotonic ms
     timer :: reference() | undefined,          % the deadline timer
     %% queued: behind a handshake; rl_queued: waiting for the rate limiter
@@ -338,8 +339,11 @@ init(_) -> {stop, not_supported}.
 -spec handle_call(term(), from(), state()) ->
     {noreply, state()} | {reply, term(), state()}.
 handle_call({request, Method, PathQuery, Headers, Body, Timeout}, From, St) ->
+    handle_call({request, Method, PathQuery, Headers, Body, Timeout, #{}}, From, St);
+handle_call({request, Method, PathQuery, Headers, Body, Timeout, PortOpts}, From, St) ->
     {Ref, St1} = new_req(#req{from = From, method = Method, url = PathQuery,
-                              headers = Headers, body = Body}, Timeout, St),
+                              headers = Headers, body = Body, port_opts = PortOpts},
+                         Timeout, St),
     {noreply, dispatch(Ref, St1)};
 handle_call(websocket_info, From, St) ->
     case websocket_session(St) of
@@ -696,10 +700,10 @@ transmit(Ref, Token, #st{reqs = Reqs} = St) ->
                      headers => R#req.headers,
                      timeout => port_timeout(Left),
                      sign => true},
-            Cmd = {http, case R#req.body of
-                             <<>> -> Http;
-                             Body -> Http#{body => Body}
-                         end},
+            Cmd = {http, maps:merge(case R#req.body of
+                                        <<>> -> Http;
+                                        Body -> Http#{body => Body}
+                                    end, R#req.port_opts)},
             {Id, St1} = next_id(St),
             case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
                 ok ->

@@ -116,8 +116,9 @@ api_arguments(Config) ->
                live_session_token_expiration => 0},
     [expect({error, {badarg, K}}, fun() -> ibkr_oauth:lst_complete(S, Answer#{K := V}) end)
      || K <- maps:keys(Answer), V <- ?JUNK, not is_integer(V) orelse K =/= live_session_token_expiration],
-    expect({error, {badarg, live_session_token_expiration}},
-           fun() -> ibkr_oauth:lst_complete(S, Answer#{live_session_token_expiration := 1 bsl 70}) end),
+    [expect({error, {badarg, live_session_token_expiration}},
+            fun() -> ibkr_oauth:lst_complete(S, Answer#{live_session_token_expiration := E}) end)
+     || E <- [1 bsl 70, -1, -1700000000000]],
     %% request/3,4 (checked before anything is sent: no handshake happens)
     [expect({error, {badarg, method}}, fun() -> ibkr_oauth:request(S, M, <<"/x">>) end)
      || M <- ?JUNK ++ [<<"GET">>, 'GET', options, connect, trace]],
@@ -278,6 +279,12 @@ bad_lst_answers(Config) ->
     [expect({error, Why}, fun() -> ibkr_oauth:lst_complete(S, Good#{live_session_token_signature := V}) end)
      || {V, Why} <- Sigs],
     ?assertEqual({error, not_authenticated}, ibkr_oauth:live_session_token(S)),
+    %% A negative expiration, refused by the port too.
+    {ok, P, _} = ibkr_oauth_port:open(),
+    ok = ?L:port_call(P, 1, {init, ?L:port_config(#{})}),
+    ?assertEqual({error, {badarg, live_session_token_expiration}},
+                 ?L:port_call(P, 2, {lst_complete, Good#{live_session_token_expiration := -1}})),
+    ibkr_oauth_port:close(P),
     %% Upper-case hex is the same answer.
     {ok, _} = ibkr_oauth:lst_complete(S, Good#{diffie_hellman_response := string:uppercase(B)}),
     ?assertEqual({ok, maps:get(live_session_token, Case)},

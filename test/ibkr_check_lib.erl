@@ -5,7 +5,7 @@
 -module(ibkr_check_lib).
 -export([os_alive/1, wait_until/2, spawn_callers/1, collect/2,
          capture_logs/0, captured/1, stop_capture/1, log/2,
-         start_peer/0, kill_os/1, port_config/1, port_call/3]).
+         start_peer/0, start_peer/1, kill_os/1, port_config/1, port_call/3]).
 
 %% Alive and not a zombie.
 -spec os_alive(non_neg_integer()) -> boolean().
@@ -107,15 +107,20 @@ log(#{level := Level, msg := Msg, meta := Meta}, #{config := #{tab := Tab}}) ->
 %% node's code path and IBKR_OAUTH_PORT.
 -spec start_peer() -> {pid(), string()}.
 start_peer() ->
+    start_peer(#{}).
+
+%% start_peer/0 with more peer:start/1 options (e.g. `name', to make it a
+%% distributed node; its `args' come after the code path).
+-spec start_peer(map()) -> {pid(), string()}.
+start_peer(Opts) ->
     Root = code:root_dir(),
     Paths = [D || D <- code:get_path(), D =/= ".", not lists:prefix(Root, D)],
     Env = case os:getenv("IBKR_OAUTH_PORT") of
               false -> [];
               V -> [{"IBKR_OAUTH_PORT", V}]
           end,
-    Peer = case peer:start(#{connection => standard_io,
-                             args => lists:append([["-pa", D] || D <- Paths]),
-                             env => Env}) of
+    Args = lists:append([["-pa", D] || D <- Paths]) ++ maps:get(args, Opts, []),
+    Peer = case peer:start(Opts#{connection => standard_io, args => Args, env => Env}) of
                {ok, P} -> P;
                {ok, P, _Node} -> P
            end,

@@ -40,7 +40,9 @@
 %% GET /portfolio/accounts, GET /portfolio/{acct}/positions/{page},
 %% POST /iserver/account/{acct}/orders, GET /iserver/account/orders,
 %% GET /iserver/secdef/search, GET /iserver/accounts (the /iserver/* ones need ssodh/init first,
-%% else 400 "no bridge"), POST /logout, any method /echo; else 404.
+%% else 400 "no bridge"), POST /logout, any method /echo (the request as
+%% JSON: method, path, query, headers, body) and /echo/raw (the request body
+%% as the answer's body, byte for byte); else 404.
 -module(ibkr_fake_server).
 -behaviour(gen_server).
 
@@ -700,6 +702,8 @@ route(<<"GET">>, [<<"portfolio">>, Acct, <<"positions">>, _Page], _Req, S) ->
     end;
 route(_, [<<"echo">>], Req, S) ->
     {ok_json(echo(Req)), S};
+route(_, [<<"echo">>, <<"raw">>], #{body := Body}, S) ->
+    {{respond, 200, [], Body}, S};
 route(Method, [<<"iserver">> | Rest], Req, S = #{bridge := true}) ->
     brokerage(Method, Rest, Req, S);
 route(_, [<<"iserver">> | _], _Req, S) ->

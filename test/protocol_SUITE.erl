@@ -337,7 +337,7 @@ cancel_raw(_Config) ->
 %% before any byte of the answer -- for a POST that is a duplicate order.
 %% (C-side fix, e.g.: CURLOPT_PREREQFUNCTION, libcurl >= 7.80, is called
 %% before every send of a request including that resend; abort the second
-%% call and report {transport, recv}.)
+%% call and report {transport, recv, #{sent => true}}.)
 no_silent_resend(_Config) ->
     {ok, Stub} = ibkr_http_stub:start(fun(#{path := <<"/closed">>}, _) -> close;
                                          (_, _) -> {200, [], <<"ok">>}
