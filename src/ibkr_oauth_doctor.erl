@@ -436,8 +436,9 @@ online(Port, #{base_url := Base} = Valid) ->
              fun(Ctx) -> ssodh(Port, Base, Ctx) end,
              fun(Ctx) -> tickle(Port, Base, Ctx) end,
              fun(Ctx) -> accounts(Port, Base, Ctx) end,
-             fun(_) -> {[{warn, websocket, <<"not run">>,
-                          <<"this version does not hold the websocket yet; check it with websocket_info/1">>}], #{}} end],
+             fun(_) -> {[{warn, websocket, <<"not checked by the doctor yet">>,
+                          <<"after subscribing, expect system, act and sts authenticated:true within a few "
+                            "seconds and an answer to tic">>}], #{}} end],
     run_steps(Steps, #{valid => Valid}, []).
 
 -spec run_steps([fun((map()) -> {[line()], map()})], map(), [line()]) -> [line()].
