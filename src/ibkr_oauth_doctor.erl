@@ -20,6 +20,10 @@
 
 -export_type([check/0, result/0, line/0]).
 
+-ifdef(TEST).
+-export([probable_prime/1, http_date/1]).
+-endif.
+
 -type check() :: atom().
 -type result() :: ok | {warn, binary()} | {fail, binary()}.
 %% A report line: level, check, what was found, what to do (may be empty).
