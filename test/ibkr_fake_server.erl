@@ -39,7 +39,7 @@
 %% POST /iserver/auth/ssodh/init, /tickle, GET /iserver/auth/status,
 %% GET /portfolio/accounts, GET /portfolio/{acct}/positions/{page},
 %% POST /iserver/account/{acct}/orders, GET /iserver/account/orders,
-%% GET /iserver/secdef/search, GET /iserver/accounts (the /iserver/* ones need ssodh/init first,
+%% GET /iserver/secdef/search (the /iserver/* ones need ssodh/init first,
 %% else 400 "no bridge"), POST /logout, any method /echo (the request as
 %% JSON: method, path, query, headers, body) and /echo/raw (the request body
 %% as the answer's body, byte for byte); else 404.
@@ -147,6 +147,8 @@ handle_call({request, Req}, _From, S) ->
     {reply, Action, S1};
 handle_call(skew_s, _From, S = #{skew_s := Skew}) ->
     {reply, Skew, S};
+handle_call({api, Cmd}, _From, S) ->
+    ibkr_fake_api:server_call(Cmd, S);
 handle_call(info, _From, S) ->
     {reply, info_map(S), S};
 handle_call({set_fault, Fault}, _From, S) ->
@@ -446,10 +448,10 @@ relative_path(Target, #{base_path := BasePath}) ->
     end.
 
 %% -> {{respond, DelayMs, Status, Headers, Body} | {drop, DelayMs}, State}
-handle_request(Req = #{target := Target}, S00) ->
-    {Delay, Injected, S1} = case take_answer_fault(relative_path(Target, S00), S00) of
-                                {none, S0} -> take_request_faults(S0);
-                                {Answer, S0} -> {0, Answer, S0}
+handle_request(Req = #{target := Target}, S0) ->
+    {Delay, Injected, S1} = case take_answer_fault(relative_path(Target, S0), S0) of
+                                {none, SF} -> take_request_faults(SF);
+                                {Answer, SF} -> {0, Answer, SF}
                             end,
     {Action, S2} = case Injected of
                        none -> answer(Req, S1);
@@ -678,8 +680,16 @@ request_url(#{headers := Headers, target := Target}) ->
 
 %%% --------------------------------------------------------------- routes
 
+%% The trading endpoints (snapshot, history, contract info, summary, order
+%% questions and replies, modify, cancel, live orders with force, trades,
+%% positions paging) are served by ibkr_fake_api, which sees every signed
+%% request first (its controls: ibkr_fake_api:configure/1, state/0).
 route(Req = #{method := Method}, Path, S) ->
-    route(Method, binary:split(Path, <<"/">>, [global, trim_all]), Req, S).
+    Segments = binary:split(Path, <<"/">>, [global, trim_all]),
+    case ibkr_fake_api:route(Method, Segments, Req, S) of
+        {pass, S1} -> route(Method, Segments, Req, S1);
+        Answer -> Answer
+    end.
 
 route(<<"POST">>, [<<"iserver">>, <<"auth">>, <<"ssodh">>, <<"init">>], _Req, S) ->
     {ok_json(#{passed => true, authenticated => true, connected => true, competing => false}),
@@ -720,8 +730,6 @@ brokerage(<<"POST">>, [<<"account">>, Acct, <<"orders">>], #{body := Body}, S = 
             Order = #{order_id => Id, order_status => <<"Submitted">>, encrypt_message => <<"1">>},
             {ok_json([Order]), S#{orders := [Order#{account => Acct} | Orders]}}
     end;
-brokerage(<<"GET">>, [<<"accounts">>], _Req, S) ->
-    {ok_json(#{accounts => ?ACCOUNTS, selectedAccount => hd(?ACCOUNTS), isPaper => false}), S};
 brokerage(<<"GET">>, [<<"account">>, <<"orders">>], _Req, S = #{orders := Orders}) ->
     {ok_json(#{orders => lists:reverse(Orders), snapshot => true}), S};
 brokerage(<<"GET">>, [<<"secdef">>, <<"search">>], #{target := Target}, S) ->
@@ -806,8 +814,6 @@ apply_request_fault(F = {rate_limit, RetryAfter, N}, {Delay, none, Kept}) ->
     {Delay, Response, count_down(F, N, Kept)};
 apply_request_fault(F = {drop, N}, {Delay, none, Kept}) ->
     {Delay, drop, count_down(F, N, Kept)};
-apply_request_fault(F = {answer, _, _, _, _}, {Delay, Injected, Kept}) ->
-    {Delay, Injected, [F | Kept]};
 apply_request_fault(F, {Delay, Injected, Kept}) ->
     {Delay, Injected, [F | Kept]}.
 
