@@ -42,6 +42,7 @@
          request/3, request/4,
          websocket_info/1,
          stats/1, os_pid/1]).
+-export([doctor/1, doctor/2]).
 
 -export_type([server/0, name/0, key/0, config/0, method/0, pins/0, request_opts/0,
               sign_opts/0, response/0, stats/0, rate_limit/0, websocket/0, json/0,
@@ -756,3 +757,14 @@ check_opts(_, _, What) -> {error, {badarg, What}}.
 is_nonempty_binary(B) -> is_binary(B) andalso byte_size(B) > 0.
 -spec is_non_neg_integer(term()) -> boolean().
 is_non_neg_integer(I) -> is_integer(I) andalso I >= 0.
+
+%% @doc Checks a config the way IBKR will (key files, DH parameters,
+%% consumer key, realm, secret, then the live session token, the brokerage
+%% session, `/tickle' and `/iserver/accounts'), see {@link ibkr_oauth_doctor}.
+%% @equiv doctor(Config, #{})
+-spec doctor(config()) -> [{atom(), ok | {warn, binary()} | {fail, binary()}}].
+doctor(Config) -> ibkr_oauth_doctor:run(Config, #{}).
+
+%% @doc {@link doctor/1} with `#{offline => true}' to skip the network.
+-spec doctor(config(), #{offline => boolean()}) -> [{atom(), ok | {warn, binary()} | {fail, binary()}}].
+doctor(Config, Opts) -> ibkr_oauth_doctor:run(Config, Opts).
