@@ -23,11 +23,11 @@
 %% minimum lifetime (60 s, lowered to `refresh_margin' when that is smaller,
 %% never below 1 s) is refused: `{error, {bad_response, lst_expiration}}'
 %% (a clock skew, or seconds sent instead of milliseconds).</li>
-%% <li>A failed handshake, of any origin, backs off: 1 s, 2 s, 4 s ... 60 s.
-%% Until the backoff has passed, requests that need an LST wait for the
-%% next handshake at its end (or, when their deadline comes first, get the
-%% last handshake's error at once): a caller never causes more than one
-%% handshake per backoff step. Only an explicit `authenticate/1' starts one
+%% <li>A failed handshake, of any origin, backs off: the next one starts no
+%% sooner than 1 s, 2 s, 4 s ... 60 s after the failed one started. Until
+%% then, requests that need an LST wait for the next handshake (or, when
+%% their deadline comes first, get the last handshake's error at once): a
+%% caller never causes more than one handshake per backoff step. Only an explicit `authenticate/1' starts one
 %% at once. A failed background renewal is retried at the end of each step.</li>
 %% <li>A 401 to a request signed with the current LST starts one handshake;
 %% signed with an older LST, the request just goes again.</li>
@@ -40,8 +40,8 @@
 
 -export([new/1, usable/2, live/2, epoch/1, expires_at/1, phase/1, idle/1,
          waiting/1, margin/1]).
--export([start_background/1, authenticate/3, request/4, retry_auth/5, forget/2, wants/2, sent/3,
-         sent_id/1, lst_done/3, ssodh_done/2, installed/3, timer/2, port_down/1,
+-export([start_background/2, authenticate/3, request/4, retry_auth/5, forget/2, wants/2, sent/3,
+         sent_id/1, lst_done/3, ssodh_done/2, installed/3, timer/2, port_down/2, abandon/2,
          min_lifetime/1]).
 
 -export_type([lst/0, action/0, origin/0, phase/0]).
@@ -78,6 +78,7 @@
     phase = idle :: phase(),
     hs_epoch = 0 :: non_neg_integer(),           % epoch when the handshake started
     backoff = 0 :: non_neg_integer(),            % ms, 0: the last handshake worked
+    started = 0 :: integer(),                    % when the last handshake started
     retry_at :: integer() | undefined,           % no implicit handshake before
     last_error = {error, not_authenticated} :: {error, term()},
     background = false :: boolean(),             % keep an LST without demand
@@ -146,15 +147,15 @@ min_lifetime(#lst{margin = M}) -> max(?MIN_LIFETIME_FLOOR, min(M, ?MIN_LIFETIME)
 
 %% @doc A handshake in the background (`auto_authenticate'); renewed and
 %% retried like a renewal.
--spec start_background(lst()) -> {[action()], lst()}.
-start_background(#lst{phase = idle} = L) -> start(renew, L);
-start_background(L) -> {[], L}.
+-spec start_background(integer(), lst()) -> {[action()], lst()}.
+start_background(Now, #lst{phase = idle} = L) -> start(renew, Now, L);
+start_background(_Now, L) -> {[], L}.
 
 %% @doc An `authenticate/1' call: joins the handshake in flight, or starts
 %% one at once (explicit: the backoff does not delay it).
 -spec authenticate(gen_server:from(), integer(), lst()) -> {[action()], lst()}.
-authenticate(From, _Now, #lst{callers = C, phase = idle} = L) ->
-    start(demand, L#lst{callers = [From | C]});
+authenticate(From, Now, #lst{callers = C, phase = idle} = L) ->
+    start(demand, Now, L#lst{callers = [From | C]});
 authenticate(From, _Now, #lst{callers = C} = L) ->
     {[], L#lst{callers = [From | C]}}.
 
@@ -188,15 +189,15 @@ need(Ref, After401, Left, Now, #lst{retry_at = At, last_error = E} = L)
         true -> {[{fail, Ref, E}], L};
         false -> {[{renew_in, At - Now}], enqueue(Ref, After401, L)}
     end;
-need(Ref, After401, _Left, _Now, L) ->
-    start(demand, enqueue(Ref, After401, L)).
+need(Ref, After401, _Left, Now, L) ->
+    start(demand, Now, enqueue(Ref, After401, L)).
 
 -spec enqueue(ref(), boolean(), lst()) -> lst().
 enqueue(Ref, After401, #lst{reqs = R} = L) -> L#lst{reqs = [{Ref, After401} | R]}.
 
--spec start(origin(), lst()) -> {[action()], lst()}.
-start(Origin, #lst{epoch = Ep} = L) ->
-    {[{job, lst}], L#lst{phase = {lst, queued, Origin}, hs_epoch = Ep,
+-spec start(origin(), integer(), lst()) -> {[action()], lst()}.
+start(Origin, Now, #lst{epoch = Ep} = L) ->
+    {[{job, lst}], L#lst{phase = {lst, queued, Origin}, hs_epoch = Ep, started = Now,
                          background = L#lst.background orelse Origin =:= renew}}.
 
 %% @doc A waiting request is gone (its deadline passed).
@@ -304,24 +305,24 @@ installed(E, Now, #lst{epoch = Ep} = L) ->
 timer(Now, #lst{phase = idle, reqs = R, callers = C} = L) when R =/= []; C =/= [] ->
     case L#lst.retry_at of
         At when is_integer(At), At > Now -> {[{renew_in, At - Now}], L};
-        _ -> start(demand, L)
+        _ -> start(demand, Now, L)
     end;
 timer(Now, #lst{phase = idle, auth = {lst, E, _, port}, backoff = 0} = L) ->
     case E - margin(L) - Now of
         Due when Due > 0 -> {[{renew_in, Due}], L};
-        _ -> start(renew, L)
+        _ -> start(renew, Now, L)
     end;
-timer(_Now, #lst{phase = idle, background = true, auth = A} = L) when A =:= none;
-                                                                   element(4, A) =:= port ->
-    start(renew, L);
+timer(Now, #lst{phase = idle, background = true, auth = A} = L) when A =:= none;
+                                                                  element(4, A) =:= port ->
+    start(renew, Now, L);
 timer(_Now, L) ->
     {[], L}.
 
 %% @doc The port died: its LST and any handshake step it held are gone.
 %% Requests waiting never left the BEAM: they stay, and a new handshake
 %% (queued, it goes to the new port) is started for them.
--spec port_down(lst()) -> {[action()], lst()}.
-port_down(#lst{phase = Phase, callers = C, reqs = R} = L0) ->
+-spec port_down(integer(), lst()) -> {[action()], lst()}.
+port_down(Now, #lst{phase = Phase, callers = C, reqs = R} = L0) ->
     L = L0#lst{auth = none, backoff = 0, retry_at = undefined, background = false},
     case Phase of
         {lst, queued, _} ->
@@ -336,10 +337,18 @@ port_down(#lst{phase = Phase, callers = C, reqs = R} = L0) ->
             case R of
                 [] -> {[cancel_renew | Lost], L1};
                 _ ->
-                    {Acts, L2} = start(demand, L1),
+                    {Acts, L2} = start(demand, Now, L1),
                     {[cancel_renew | Lost] ++ Acts, L2}
             end
     end.
+
+%% @doc The session stops: every `authenticate/1' caller and waiting request
+%% gets `Error'.
+-spec abandon({error, term()}, lst()) -> {[action()], lst()}.
+abandon(Error, #lst{callers = C, reqs = R} = L) ->
+    {[{reply, F, Error} || F <- lists:reverse(C)] ++ [{count, errors, length(C)}]
+     ++ [{fail, Ref, Error} || {Ref, _} <- lists:reverse(R)],
+     L#lst{phase = idle, callers = [], reqs = []}}.
 
 %%====================================================================
 %% Ends of a handshake
@@ -357,12 +366,13 @@ release(L) ->
 %% Failure: back off; callers get the error; waiting requests get it too,
 %% except, after a failed renewal, those the current LST can still sign.
 -spec failure({error, term()}, origin(), integer(), lst()) -> {[action()], lst()}.
-failure(Error, Origin, Now, #lst{backoff = B0} = L) ->
+failure(Error, Origin, Now, #lst{backoff = B0, started = Started} = L) ->
     B = min(?BACKOFF_MAX, max(?BACKOFF_MIN, 2 * B0)),
-    L1 = L#lst{backoff = B, retry_at = Now + B, last_error = Error},
+    At = Started + B,
+    L1 = L#lst{backoff = B, retry_at = At, last_error = Error},
     {Acts, L2} = release_error(Error, Origin, Now, L1),
     Renew = case Origin of
-                renew -> [{renew_in, B}];
+                renew -> [{renew_in, max(0, At - Now)}];
                 demand -> []
             end,
     {Acts ++ Renew, L2}.

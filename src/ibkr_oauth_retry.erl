@@ -9,12 +9,14 @@
 %% <li>`429' with a `Retry-After' of 0..3600 s that ends before the deadline:
 %% one retry after it (`{retry_in, Ms}'; a 429 was not processed, so a POST
 %% too).</li>
-%% <li>A transport failure, or the port dying while it held the request
-%% (`{error, port_down}'): one resend if the deadline has not passed and
+%% <li>A transport failure: one resend if the deadline has not passed and
 %% either the request cannot have reached the server (nothing was sent) or
 %% it is a `get'/`head'. <b>A request that may have reached the server and is
 %% not a `get'/`head' (e.g. a POST that places an order) is never resent</b>:
 %% the caller gets the error and decides.</li>
+%% <li>The port died while it held the request (`{error, port_down}'): not
+%% resent, whatever the method; the caller is told. (Requests the session
+%% still held, in its queues, are not affected: they go to the new port.)</li>
 %% <li>Anything else is the answer (`{finish, Reply}').</li>
 %% </ul>
 %%
@@ -85,13 +87,11 @@ kind(retry_auth) -> auth;
 kind({retry_in, _}) -> rate;
 kind(resend) -> transport.
 
-%% @doc The facts of a failure that may be resent: `{Kind, Sent}' for a
-%% transport failure (both formats) and for `port_down' (the port held the
-%% request: it may have been sent); `none' for any other answer.
+%% @doc The facts of a transport failure (both formats): `{Kind, Sent}';
+%% `none' for any other answer.
 -spec transport(term()) -> {atom(), boolean()} | none.
 transport({error, {transport, K, #{sent := Sent}}}) when is_boolean(Sent) -> {K, Sent};
 transport({error, {transport, K}}) -> {K, not never_sent(K)};
-transport({error, port_down}) -> {port_down, true};
 transport(_) -> none.
 
 %% @doc The answer a caller sees: a transport failure as
@@ -132,7 +132,5 @@ describe({retry_auth, _}) ->
 describe({{retry_in, Ms}, _}) ->
     io_lib:format("answered 429: retry in ~b ms", [Ms]);
 describe({resend, Reply}) ->
-    case transport(Reply) of
-        {port_down, _} -> "lost with the port: one retry";
-        {K, _} -> io_lib:format("failed (transport ~p): one retry", [K])
-    end.
+    {K, _} = transport(Reply),
+    io_lib:format("failed (transport ~p): one retry", [K]).

@@ -164,6 +164,16 @@ backoff_test() ->
     {_, M7} = ?L:lst_done(ok_lst(?T0 + ?DAY), ?T0, M6),
     {[{send, y}], _} = ?L:request(y, 10, ?T0, M7).
 
+%% The step counts from the start of the failed handshake: one that took
+%% longer than the step (a stopped port, a slow server) is followed at once.
+backoff_from_start_test() ->
+    {_, L1} = ?L:request(r1, 60000, ?T0, new()),
+    {_, L2} = ?L:lst_done({error, timeout}, ?T0 + 3000, ?L:sent(lst, 1, L1)),
+    {[{job, lst}], L3} = ?L:request(r2, 1000, ?T0 + 3000, L2),
+    {_, L4} = ?L:lst_done({error, timeout}, ?T0 + 3010, L3),
+    %% 2 s from ?T0 + 3000
+    {[{renew_in, 1990}], _} = ?L:request(r3, 5000, ?T0 + 3010, L4).
+
 %% authenticate/1 is explicit: it does not wait for the backoff.
 authenticate_ignores_backoff_test() ->
     {_, L1} = ?L:authenticate(c1, ?T0, new()),
@@ -198,7 +208,8 @@ renewal_test() ->
     %% a failed renewal after expiry: the waiting requests fail
     {_, L6} = ?L:request(r2, 5000, ?T0 + ?DAY, L5),
     {A6, _} = ?L:lst_done({error, timeout}, ?T0 + ?DAY, L6),
-    ?assertEqual([{fail, r2, {error, timeout}}, {renew_in, 2000}], acts(A6)).
+    %% (its 2 s step began when it started, long ago: at once)
+    ?assertEqual([{fail, r2, {error, timeout}}, {renew_in, 0}], acts(A6)).
 
 %% 401: signed with the current LST, one handshake; signed with an older
 %% one, just again.
@@ -235,9 +246,9 @@ background_test() ->
     ?assertEqual({[], new()}, ?L:timer(?T0, new())),         % nothing wanted
     %% auto_authenticate: a background handshake from the start, retried
     %% while it fails
-    {[{job, lst}], L1} = ?L:start_background(new()),
+    {[{job, lst}], L1} = ?L:start_background(?T0, new()),
     ?assertEqual({lst, queued, renew}, ?L:phase(L1)),
-    {[], L1} = ?L:start_background(L1),                      % one at a time
+    {[], L1} = ?L:start_background(?T0, L1),                      % one at a time
     {A, L2} = ?L:lst_done({error, timeout}, ?T0, L1),
     ?assertEqual([{renew_in, 1000}], acts(A)),
     {[{job, lst}], _} = ?L:timer(?T0 + 1000, L2).
@@ -248,20 +259,28 @@ port_down_test() ->
     %% handshake still queued: nothing lost, it goes to the new port
     {_, Q1} = ?L:authenticate(c, ?T0, new()),
     {_, Q2} = ?L:request(r, 5000, ?T0, Q1),
-    {[cancel_renew, {job, lst}], Q3} = ?L:port_down(Q2),
+    {[cancel_renew, {job, lst}], Q3} = ?L:port_down(?T0, Q2),
     ?assertEqual({lst, queued, demand}, ?L:phase(Q3)),
     %% handshake at the port: callers lose it, requests get a new one
-    {A, S} = ?L:port_down(?L:sent(lst, 1, Q2)),
+    {A, S} = ?L:port_down(?T0, ?L:sent(lst, 1, Q2)),
     ?assertEqual([cancel_renew, {reply, c, {error, port_down}}, {job, lst}], acts(A)),
     ?assertEqual({lst, queued, demand}, ?L:phase(S)),
     ?assertEqual(1, ?L:waiting(S)),
     %% idle with an LST: it is gone
-    {[cancel_renew], I} = ?L:port_down(authenticated(?DAY)),
+    {[cancel_renew], I} = ?L:port_down(?T0, authenticated(?DAY)),
     ?assertNot(?L:live(?T0, I)),
     ?assertEqual(undefined, ?L:expires_at(I)),
     %% ssodh at the port, nobody waiting but the caller
     {_, B1} = ?L:authenticate(c, ?T0, new(300000, true)),
     {_, B2} = ?L:lst_done(ok_lst(?T0 + ?DAY), ?T0, B1),
-    {BA, B3} = ?L:port_down(?L:sent(ssodh, 4, B2)),
+    {BA, B3} = ?L:port_down(?T0, ?L:sent(ssodh, 4, B2)),
     ?assertEqual([cancel_renew, {reply, c, {error, port_down}}], acts(BA)),
     ?assert(?L:idle(B3)).
+
+abandon_test() ->
+    {_, L1} = ?L:authenticate(c, ?T0, new()),
+    {_, L2} = ?L:request(r, 5000, ?T0, L1),
+    {A, L3} = ?L:abandon({error, port_down}, L2),
+    ?assertEqual([{reply, c, {error, port_down}}, {fail, r, {error, port_down}}], acts(A)),
+    ?assertEqual(0, ?L:waiting(L3)),
+    ?assert(?L:idle(L3)).
