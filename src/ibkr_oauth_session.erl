@@ -4,37 +4,31 @@
 %% This module is a shell: it owns the port, the request ids and what waits
 %% for them (`pending'), timers, the batching of sign frames and the port
 %% restart, and it carries out what the pure policy modules decide:
-%% <ul>
-%% <li>{@link ibkr_oauth_lst}: the live session token (usable?, single-flight
-%% handshake, renewal, backoff, what a port crash means for the waiters);</li>
-%% <li>{@link ibkr_oauth_pacing}: the rate-limit queue (who goes now, who can
-%% no longer go before its deadline);</li>
-%% <li>{@link ibkr_oauth_retry}: what an answer means for a request (done,
-%% new LST and again, again after Retry-After, resend);</li>
-%% <li>{@link ibkr_oauth_keepalive}: tickles and `websocket_info/1';</li>
-%% <li>{@link ibkr_oauth_redact}: what may reach a log or a crash report.</li>
-%% </ul>
-%% The LST policy returns actions ({@link ibkr_oauth_lst:action()}), run by
-%% {@link run/2}; the rate-limit queue is drained by {@link pump/1} after
-%% each event, never from inside another step.
+%% {@link ibkr_oauth_lst} (live session token, handshakes, renewal,
+%% backoff), {@link ibkr_oauth_pacing} (rate-limit queue),
+%% {@link ibkr_oauth_retry} (what an answer means: done, new LST, later,
+%% resend), {@link ibkr_oauth_keepalive} (tickles, `websocket_info/1'),
+%% {@link ibkr_oauth_redact} (what may be logged) and
+%% {@link ibkr_oauth_request} (one request's data). The LST policy returns
+%% actions, carried out by `run/2'; the rate-limit queue is drained by
+%% `pump/1' after each event, never from inside another step.
 %%
 %% <h3>One request</h3>
-%% `request/4' registers it with its deadline timer, asks the LST policy
-%% (send now, or wait for a handshake), queues it for the rate limit,
-%% sends it as `{Id, {http, ...}}' when the pacing lets it go, and hands the
-%% port's answer to the retry policy, which finishes it or sends it around
+%% `request/4' registers it with its deadline timer; the LST policy says
+%% "go" (to the rate-limit queue) or "wait for a handshake"; `pump/1' sends
+%% it as `{Id, {http, ...}}' when the rate limit lets it go; the port's
+%% answer goes to the retry policy, which finishes it or sends it round
 %% again. `#req.where' says where it is: `new', `lst' (waiting for a
 %% handshake), `rl' (rate-limit queue), `{port, Id}' or `{retry, Timer}'.
 %%
 %% <h3>Port crashes</h3>
 %% When the port exits, a new one is opened and initialised with the same
-%% config (asynchronously). Requests the BEAM still held (rate-limit queue,
-%% waiting for a handshake, waiting for a 429 retry) are kept and go out on
-%% the new port after a new handshake, within their own deadlines. Only
-%% what the port held fails: pass-through calls get `{error, port_down}';
-%% a request the retry policy decides (`get'/`head', once, before its
-%% deadline). More than 5 port exits within 30 s stop the session with
-%% `{shutdown, port_restart_limit}'.
+%% config (asynchronously). What the port held is lost: those callers get
+%% `{error, port_down}' (a request that may have reached the server is not
+%% resent). What the BEAM still held (requests in the rate-limit queue,
+%% waiting for a handshake or for a 429 retry) stays and goes out on the new
+%% port after a new handshake, within its own deadline. More than 5 port
+%% exits within 30 s stop the session with `{shutdown, port_restart_limit}'.
 %%
 %% <h3>Logging</h3>
 %% Events carry the metadata `domain => [ibkr_oauth]'. Each finished
@@ -71,25 +65,7 @@
 -type job() :: {req, reference()} | own().
 -type token() :: ibkr_oauth_ratelimit:token().
 
--record(req, {
-    from :: from(),
-    method :: atom(),
-    url :: binary(),
-    path = <<>> :: binary(),                   % relative, without the query
-    headers :: [{binary(), binary()}],
-    body :: binary(),
-    deadline = infinity :: integer() | infinity,   % monotonic ms
-    timer :: reference() | undefined,          % the deadline timer
-    where = new :: new | lst | rl | {port, id()} | {retry, reference()},
-    started = 0 :: integer(),                  % monotonic us
-    attempt = 0 :: non_neg_integer(),          % times sent to the port
-    queued_us = 0 :: non_neg_integer(),        % total wait for the rate limit
-    rl_since = 0 :: integer(),                 % monotonic us, when queued there
-    throttled = false :: boolean(),            % counted in rate_limited
-    websocket = false :: boolean(),            % a /tickle for websocket_info
-    epoch = 0 :: non_neg_integer(),            % of the LST it was signed with
-    retried = [] :: [ibkr_oauth_retry:kind()]
-}).
+-include("ibkr_oauth_request.hrl").
 
 -record(st, {
     port :: port() | undefined,
@@ -127,7 +103,6 @@
 -define(MAX_ID, 16#FFFFFFFFFFFFFFFF).
 -define(BATCH_MAX, 1048576).    % bytes of sign frames per batch frame
 -define(PORT_MAX_TIMEOUT, 16#7FFFFFFF).   % ms, the largest the port accepts
--define(MAX_TIMER, 16#FFFFFFFF).
 -define(WATCHDOG_MARGIN, 2000).   % ms past a handshake step's own timeout
 -define(RESTART_WINDOW, 30000).
 -define(RESTART_MAX, 5).
@@ -227,7 +202,7 @@ init_session(V) ->
     PortCfg = ibkr_oauth_config:to_port(V),
     case ibkr_oauth_port:open() of
         {ok, Port, OsPid} ->
-            case sync_init(Port, PortCfg) of
+            case ibkr_oauth_port_io:init(Port, PortCfg, ?INIT_TIMEOUT) of
                 ok ->
                     Lst = ibkr_oauth_lst:new(
                             #{refresh_margin => 1000 * maps:get(refresh_margin, V),
@@ -248,46 +223,10 @@ init_session(V) ->
                     end;
                 {error, _} = E ->
                     ibkr_oauth_port:close(Port),
-                    flush_port(Port),
+                    ibkr_oauth_port_io:flush(Port),
                     E
             end;
         {error, _} = E -> E
-    end.
-
-%% init with a bounded wait; log events are forwarded meanwhile.
--spec sync_init(port(), map()) -> ok | {error, term()}.
-sync_init(Port, PortCfg) ->
-    case ibkr_oauth_port:send(Port, 1, {init, PortCfg}) of
-        ok ->
-            Deadline = now_ms() + ?INIT_TIMEOUT,
-            await_init(Port, Deadline);
-        {error, _} = E -> E
-    end.
-
--spec await_init(port(), integer()) -> ok | {error, term()}.
-await_init(Port, Deadline) ->
-    receive
-        {Port, {data, Bin}} ->
-            case ibkr_oauth_port:decode(Bin) of
-                {ok, 1, ok} -> ok;
-                {ok, 1, {error, {bad_config, F, W}}} -> {error, {bad_config, F, W}};
-                {ok, 1, {error, Reason}} -> {error, {port_init, Reason}};
-                {ok, 1, _} -> {error, {port_init, bad_reply}};
-                {ok, 0, Event} -> _ = port_event(Event), await_init(Port, Deadline);
-                _ -> await_init(Port, Deadline)
-            end;
-        {Port, {exit_status, S}} -> {error, {port_exit, S}};
-        {'EXIT', Port, _} -> {error, port_down}
-    after max(0, Deadline - now_ms()) ->
-        {error, timeout}
-    end.
-
--spec flush_port(port()) -> ok.
-flush_port(Port) ->
-    receive
-        {Port, _} -> flush_port(Port);
-        {'EXIT', Port, _} -> flush_port(Port)
-    after 0 -> ok
     end.
 
 %%====================================================================
@@ -303,9 +242,8 @@ init(_) -> {stop, not_supported}.
 -spec handle_call(term(), from(), state()) ->
     {noreply, state()} | {reply, term(), state()}.
 handle_call({request, Method, PathQuery, Headers, Body, Timeout}, From, St) ->
-    {Ref, St1} = new_req(#req{from = From, method = Method, url = PathQuery,
-                              headers = Headers, body = Body}, Timeout, St),
-    {noreply, pump(dispatch(Ref, St1))};
+    {Ref, R, St1} = new_req(From, {Method, PathQuery, Headers, Body}, Timeout, St),
+    {noreply, pump(dispatch(Ref, add_req(Ref, R, St1)))};
 handle_call(websocket_info, From, #st{lst = L} = St) ->
     case ibkr_oauth_keepalive:session(sys_now(), ibkr_oauth_lst:epoch(L),
                                       ibkr_oauth_lst:live(sys_now(), L), St#st.keepalive) of
@@ -314,10 +252,8 @@ handle_call(websocket_info, From, #st{lst = L} = St) ->
         stale ->
             %% POST /tickle like request/4 would (handshake, retries, rate
             %% limit); finish/3 turns its answer into the reply.
-            {Ref, St1} = new_req(#req{from = From, method = post, url = <<"/tickle">>,
-                                      headers = [], body = <<>>, websocket = true},
-                                 default, St),
-            {noreply, pump(dispatch(Ref, St1))}
+            {Ref, R, St1} = new_req(From, {post, <<"/tickle">>, [], <<>>}, default, St),
+            {noreply, pump(dispatch(Ref, add_req(Ref, R#req{websocket = true}, St1)))}
     end;
 handle_call(authenticate, From, St) ->
     {noreply, pump(with_lst(ibkr_oauth_lst:authenticate(From, sys_now(), St#st.lst), St))};
@@ -348,7 +284,7 @@ handle_cast(_Msg, St) -> {noreply, St}.
 handle_info({Port, {data, Bin}}, #st{port = Port} = St) ->
     case ibkr_oauth_port:decode(Bin) of
         {ok, 0, Event} ->
-            port_event(Event),
+            ibkr_oauth_port_io:event(Event),
             {noreply, St};
         {ok, Id, Reply} ->
             port_reply(Id, Reply, complete_slot(Id, St));
@@ -419,7 +355,7 @@ terminate(Reason, St0) ->
                 false -> ok
             end,
             ibkr_oauth_port:close(Port),
-            flush_port(Port)
+            ibkr_oauth_port_io:flush(Port)
     end,
     %% Calls still queued may carry an LST (sign/4's `lst'), and a crash
     %% report lists the mailbox: empty it.
@@ -470,7 +406,7 @@ act({reply, From, Reply}, St) ->
     St;
 act({send, Ref}, #st{reqs = Reqs, pacing = P, fresh = F} = St) ->
     #{Ref := R} = Reqs,
-    St#st{reqs = Reqs#{Ref := R#req{where = rl, rl_since = now_us()}},
+    St#st{reqs = Reqs#{Ref := ibkr_oauth_request:enter_queue(R, now_us())},
           pacing = ibkr_oauth_pacing:add({req, Ref}, R#req.path, R#req.deadline, req, P),
           fresh = [Ref | F]};
 act({fail, Ref, Error}, St) ->
@@ -484,8 +420,7 @@ act(cancel_renew, St) ->
     cancel_timer(St#st.renew_timer),
     St#st{renew_timer = undefined};
 act({log, Level, Format, Args, Meta}, St) ->
-    %% The macro, so that a module level set for this module applies.
-    ?LOG(Level, Format, Args, maps:merge(?META, Meta)),
+    log({Level, Format, Args, maps:merge(?META, Meta)}),
     St;
 act({count, Key, N}, #st{counters = C} = St) ->
     St#st{counters = maps:update_with(Key, fun(V) -> V + N end, N, C)}.
@@ -533,8 +468,7 @@ throttled(Ref, #st{reqs = Reqs} = St) ->
 -spec run_job(job(), token(), state()) -> state().
 run_job({req, Ref}, Token, #st{reqs = Reqs, lst = L} = St) ->
     #{Ref := R} = Reqs,
-    Waited = max(0, now_us() - R#req.rl_since),
-    St1 = St#st{reqs = Reqs#{Ref := R#req{where = new, queued_us = R#req.queued_us + Waited}}},
+    St1 = St#st{reqs = Reqs#{Ref := ibkr_oauth_request:leave_queue(R, now_us())}},
     case ibkr_oauth_lst:idle(L) andalso ibkr_oauth_lst:usable(sys_now(), L) of
         true -> transmit(Ref, Token, St1);
         %% The LST went stale while it waited: it waits for a handshake.
@@ -733,18 +667,6 @@ pump_if_queued(#st{pacing = P} = St) ->
 count_reply({error, _}, St) -> bump(errors, St);
 count_reply(_, St) -> St.
 
--spec port_event(term()) -> ok.
-port_event({log, Level, Msg}) when is_binary(Msg) ->
-    L = case lists:member(Level, [debug, info, notice, warning, error]) of
-            true -> Level;
-            false -> error
-        end,
-    logger:log(L, "ibkr_oauth_port: ~ts", [Msg], ?META);
-port_event({protocol_error, Why}) ->
-    logger:error("ibkr_oauth_port: protocol error ~p", [ibkr_oauth_redact:scrub(Why)], ?META);
-port_event(Other) ->
-    logger:warning("ibkr_oauth_port: unknown event ~p", [ibkr_oauth_redact:scrub(Other)], ?META).
-
 %% Ids of cancelled requests stay in `slots' until the port answers them.
 -spec next_id(state()) -> {id(), state()}.
 next_id(#st{next_id = Id, pending = P, slots = Slots} = St) ->
@@ -776,8 +698,8 @@ release_token(Token, #st{pacing = P} = St) ->
 %%====================================================================
 
 %% Registers a request (its deadline timer runs from now).
--spec new_req(#req{}, timeout() | default, state()) -> {reference(), state()}.
-new_req(#req{url = PathQuery} = R, Timeout0, St) ->
+-spec new_req(from(), tuple(), timeout() | default, state()) -> {reference(), #req{}, state()}.
+new_req(From, Call, Timeout0, St) ->
     Timeout = case Timeout0 of
                   default -> St#st.request_timeout;
                   _ -> Timeout0
@@ -788,10 +710,11 @@ new_req(#req{url = PathQuery} = R, Timeout0, St) ->
             infinity -> {infinity, undefined};
             _ -> {now_ms() + Timeout, erlang:send_after(Timeout, self(), {deadline, Ref})}
         end,
-    [Path | _] = binary:split(PathQuery, <<"?">>),
-    Req = R#req{url = <<(St#st.base_url)/binary, PathQuery/binary>>, path = Path,
-                deadline = Deadline, timer = Timer, started = now_us()},
-    {Ref, bump(requests, St#st{reqs = (St#st.reqs)#{Ref => Req}})}.
+    R = (ibkr_oauth_request:new(From, Call, St#st.base_url, Deadline, now_us()))#req{timer = Timer},
+    {Ref, R, bump(requests, St)}.
+
+-spec add_req(reference(), #req{}, state()) -> state().
+add_req(Ref, R, St) -> St#st{reqs = (St#st.reqs)#{Ref => R}}.
 
 %% The request wants to go: the LST policy says now (to the rate limit) or
 %% after a handshake.
@@ -808,16 +731,7 @@ transmit(Ref, Token, #st{reqs = Reqs} = St) ->
     case remaining(R#req.deadline) of
         Left when is_integer(Left), Left =< 0 -> finish(Ref, {error, timeout}, release_token(Token, St));
         Left ->
-            Http0 = #{method => method_bin(R#req.method), url => R#req.url,
-                      headers => R#req.headers, timeout => port_timeout(Left), sign => true},
-            Http1 = case R#req.body of
-                        <<>> -> Http0;
-                        Body -> Http0#{body => Body}
-                    end,
-            Http = case R#req.websocket of
-                       true -> Http1#{decode => json};
-                       false -> Http1
-                   end,
+            Http = ibkr_oauth_request:command(R, port_timeout(Left)),
             case port_send({http, Http}, {req, Ref}, Token, St) of
                 {ok, Id, St1} ->
                     R1 = R#req{where = {port, Id}, epoch = ibkr_oauth_lst:epoch(St1#st.lst),
@@ -833,15 +747,14 @@ req_reply(Ref, Reply, #st{reqs = Reqs} = St) ->
     case Reqs of
         #{Ref := R0} ->
             Left = remaining(R0#req.deadline),
-            {Decision, Retried} = ibkr_oauth_retry:decide(
-                                    Reply, #{method => R0#req.method, left => Left,
-                                             retried => R0#req.retried}),
+            {Decision, Retried} = ibkr_oauth_retry:decide(Reply, ibkr_oauth_request:attempt(R0, Left)),
             R = R0#req{where = new, retried = Retried},
             St1 = St#st{reqs = Reqs#{Ref := R}},
             case Decision of
                 {finish, Final} -> finish(Ref, Final, St1);
                 _ ->
-                    retry_warning(R, ibkr_oauth_retry:describe({Decision, Reply}), Reply),
+                    log(ibkr_oauth_request:retry_event(R, ibkr_oauth_retry:describe({Decision, Reply}),
+                                                       Reply)),
                     retry(Decision, Ref, R, Left, St1)
             end;
         _ -> St
@@ -858,14 +771,10 @@ retry({retry_in, Ms}, Ref, R, _Left, #st{reqs = Reqs} = St) ->
 retry(resend, Ref, _R, _Left, St) ->
     dispatch(Ref, St).
 
--spec retry_warning(#req{}, iodata(), term()) -> ok.
-retry_warning(R, What, Reply) ->
-    Meta = case Reply of
-               {ok, #{status := S}} -> #{status => S};
-               _ -> #{}
-           end,
-    ?LOG_WARNING("ibkr_oauth: ~s ~ts ~ts", [method_bin(R#req.method), R#req.path, What],
-                 maps:merge(req_meta(R), Meta#{event => retry})).
+-spec log(ibkr_oauth_request:event()) -> ok.
+log({Level, Format, Args, Meta}) ->
+    %% The macro, so that a module level set for this module applies.
+    ?LOG(Level, Format, Args, Meta).
 
 %% The request's deadline passed. If it is at the port, the port is told to
 %% cancel; its slot in the limiter is freed when the port answers that id.
@@ -893,12 +802,11 @@ finish(Ref, Reply0, #st{reqs = Reqs} = St0) ->
                      <<"/tickle">> -> observe_tickle(Reply0, St1);
                      _ -> St1
                  end,
-            Reply = case {R#req.websocket, Reply0} of
-                        {false, {ok, #{} = Resp}} -> {ok, Resp#{queued_ms => queued_ms(R)}};
-                        {false, _} -> Reply0;
-                        {true, _} -> websocket_reply(Reply0, St)
+            Reply = case R#req.websocket of
+                        false -> ibkr_oauth_request:reply(R, Reply0);
+                        true -> websocket_reply(Reply0, St)
                     end,
-            log_request(R, Reply0),
+            log(ibkr_oauth_request:done_event(R, Reply0, now_us())),
             gen_server:reply(From, Reply),
             count_reply(Reply, St);
         error -> St0
@@ -908,8 +816,7 @@ finish(Ref, Reply0, #st{reqs = Reqs} = St0) ->
 -spec leave(new | lst | rl | {port, id()} | {retry, reference()}, reference(), #req{}, state()) ->
     {#req{}, state()}.
 leave(rl, Ref, R, #st{pacing = P} = St) ->
-    {R#req{queued_us = R#req.queued_us + (now_us() - R#req.rl_since)},
-     St#st{pacing = ibkr_oauth_pacing:remove({req, Ref}, P)}};
+    {ibkr_oauth_request:leave_queue(R, now_us()), St#st{pacing = ibkr_oauth_pacing:remove({req, Ref}, P)}};
 leave(lst, Ref, R, #st{lst = L} = St) ->
     {R, St#st{lst = ibkr_oauth_lst:forget(Ref, L)}};
 leave({retry, TRef}, _Ref, R, St) ->
@@ -918,40 +825,9 @@ leave({retry, TRef}, _Ref, R, St) ->
 leave(_, _Ref, R, St) ->
     {R, St}.
 
-%% One event per request: debug when answered, info when it failed.
--spec log_request(#req{}, term()) -> ok.
-log_request(R, Reply) ->
-    Meta0 = (req_meta(R))#{event => request, duration_us => now_us() - R#req.started},
-    M = method_bin(R#req.method),
-    case Reply of
-        {ok, #{status := S}} ->
-            ?LOG_DEBUG("ibkr_oauth: ~s ~ts ~b", [M, R#req.path, S], Meta0#{status => S});
-        {error, Why} ->
-            Short = ibkr_oauth_redact:scrub(Why),
-            ?LOG_INFO("ibkr_oauth: ~s ~ts failed: ~0p", [M, R#req.path, Short],
-                      Meta0#{status => undefined, error => Short});
-        _ -> ok
-    end.
-
--spec req_meta(#req{}) -> map().
-req_meta(R) ->
-    ?META#{ibkr_oauth => request, method => R#req.method, path => R#req.path,
-           attempt => R#req.attempt, queued_ms => queued_ms(R)}.
-
--spec queued_ms(#req{}) -> non_neg_integer().
-queued_ms(#req{queued_us = Us}) -> Us div 1000.
-
 -spec remaining(integer() | infinity) -> integer() | infinity.
 remaining(infinity) -> infinity;
 remaining(Deadline) -> Deadline - now_ms().
-
--spec method_bin(atom()) -> binary().
-method_bin(get) -> <<"GET">>;
-method_bin(post) -> <<"POST">>;
-method_bin(put) -> <<"PUT">>;
-method_bin(delete) -> <<"DELETE">>;
-method_bin(patch) -> <<"PATCH">>;
-method_bin(head) -> <<"HEAD">>.
 
 -spec handshake_timeout(state()) -> pos_integer().
 handshake_timeout(#st{request_timeout = infinity}) -> 60000;
@@ -1007,33 +883,10 @@ logout(#st{port = Port, pacing = P} = St) ->
         true ->
             timer:sleep(Wait),
             {Id, _} = next_id(St),
-            Cmd = {http, #{method => <<"POST">>,
-                           url => <<(St#st.base_url)/binary, "/logout">>,
-                           headers => [], body => <<>>, timeout => ?LOGOUT_TIMEOUT,
-                           sign => true}},
-            case ibkr_oauth_port:send(Port, Id, Cmd) of
-                ok -> await_logout(Port, Id, now_ms() + ?LOGOUT_TIMEOUT + 500);
-                {error, _} -> ok
-            end;
+            ibkr_oauth_port_io:logout(Port, Id, St#st.base_url, ?LOGOUT_TIMEOUT);
         false ->
             logger:notice("ibkr_oauth: no POST /logout: the rate limit allows none for ~p ms",
                           [Wait], ?META)
-    end.
-
--spec await_logout(port(), id(), integer()) -> ok.
-await_logout(Port, Id, Deadline) ->
-    receive
-        {Port, {data, Bin}} ->
-            case ibkr_oauth_port:decode(Bin) of
-                {ok, Id, {ok, #{status := S}}} when S >= 200, S < 300 -> ok;
-                {ok, Id, Reply} ->
-                    logger:notice("ibkr_oauth: POST /logout: ~p",
-                                  [ibkr_oauth_redact:scrub_error(Reply)], ?META);
-                _ -> await_logout(Port, Id, Deadline)
-            end;
-        {Port, {exit_status, _}} -> ok
-    after max(0, Deadline - now_ms()) ->
-        logger:notice("ibkr_oauth: POST /logout did not answer in time", [], ?META)
     end.
 
 %%====================================================================
