@@ -1,6 +1,7 @@
 # ibkr_oauth — top-level targets. On a fresh Debian machine:
 #   make demo   build everything and run the end-to-end demo against the local fake IBKR server
-#   make test   every test layer: C unit tests, EUnit, Common Test, ExUnit
+#   make test   every test layer: C unit tests, EUnit, Common Test, ExUnit, and the
+#               hex package's files built and run on their own
 # Missing Debian packages are installed first (scripts/ensure-deps.sh says what).
 
 REBAR3 ?= rebar3
@@ -10,7 +11,7 @@ export MIX_REBAR3
 ASAN_PORT := c_src/build-asan/ibkr_oauth_port
 CT_SUITES ?=
 
-.PHONY: all build deps deps-test deps-dev demo test test-c test-eunit test-ct test-elixir test-mix-consumer \
+.PHONY: all build deps deps-test deps-dev demo test test-c test-eunit test-ct test-elixir test-mix-consumer test-package \
 	test-asan valgrind fuzz bench lint dialyzer docs escript clean
 
 all: build
@@ -31,7 +32,8 @@ build: deps
 
 escript: build
 
-demo: deps
+# The demo also leaves the ./ibkr_oauth escript built (see build).
+demo: build
 	$(REBAR3) as test compile
 	erl -noshell -pa _build/test/lib/ibkr_oauth/ebin -pa _build/test/lib/ibkr_oauth/test \
 		-eval 'halt(ibkr_oauth_demo:main())'
@@ -42,6 +44,7 @@ test: deps-test
 	$(MAKE) test-ct
 	$(MAKE) test-elixir
 	$(MAKE) test-mix-consumer
+	$(MAKE) test-package
 	@echo "make test: all layers passed"
 
 test-c:
@@ -59,6 +62,12 @@ test-elixir:
 # A fresh mix project depending on a copy of this tree runs the README's Elixir example.
 test-mix-consumer:
 	scripts/mix-consumer-test.sh
+
+# Exactly the files the hex package ships (`files` in src/ibkr_oauth.app.src),
+# built with rebar3 in a temporary directory, port included; a session from
+# that build authenticates and signs against the fake server.
+test-package:
+	scripts/package-test.sh
 
 # The whole CT suite against an ASan+UBSan build of the port, and the C unit
 # tests (and the fuzz corpus replay) under the sanitizers. Reports go to
@@ -85,9 +94,10 @@ test-asan: deps-test
 valgrind: deps-test
 	$(MAKE) -C c_src all
 	$(MAKE) -C c_src $(patsubst c_src/tests/%.c,build/tests/%,$(wildcard c_src/tests/test_*.c)) \
-		build/fuzz/replay_fuzz_frame build/fuzz/replay_fuzz_answer
+		build/fuzz/replay_fuzz_frame build/fuzz/replay_fuzz_answer build/fuzz/replay_fuzz_json
 	@set -e; for t in c_src/build/tests/test_* "c_src/build/fuzz/replay_fuzz_frame c_src/fuzz/corpus/fuzz_frame" \
-			"c_src/build/fuzz/replay_fuzz_answer c_src/fuzz/corpus/fuzz_answer"; do \
+			"c_src/build/fuzz/replay_fuzz_answer c_src/fuzz/corpus/fuzz_answer" \
+			"c_src/build/fuzz/replay_fuzz_json c_src/fuzz/corpus/fuzz_json"; do \
 		echo "== valgrind $$t"; \
 		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
 			--errors-for-leak-kinds=definite,indirect --error-exitcode=1 \

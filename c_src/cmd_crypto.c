@@ -7,7 +7,10 @@
 
 #include <openssl/crypto.h>
 
-#include "dispatch_internal.h"
+#include "base_url.h"
+#include "commands.h"
+#include "http.h"
+#include "port_state.h"
 
 void cmd_lst_request(const frame *f, uint64_t id, int at)
 {
@@ -23,7 +26,7 @@ void cmd_lst_request(const frame *f, uint64_t id, int at)
         return;
     }
     char *auth = NULL;
-    oauth_status st = oauth_lst_request(D.session, D.lst_url, &pins, &auth);
+    oauth_status st = oauth_lst_request(g_port.session, g_port.lst_url, &pins, &auth);
     if (st == OAUTH_ERR_BADARG && pins.dh_random_hex != NULL) {
         reply_badarg(id, "dh_random"); /* e.g. a zero exponent */
         return;
@@ -32,7 +35,7 @@ void cmd_lst_request(const frame *f, uint64_t id, int at)
         reply_oauth_error(id, st);
         return;
     }
-    ei_x_buff *x = erlcmd_begin_reply(D.c, id);
+    ei_x_buff *x = erlcmd_begin_reply(g_port.c, id);
     if (x != NULL) {
         int r = ei_x_encode_tuple_header(x, 2);
         r |= ei_x_encode_atom(x, "ok");
@@ -40,10 +43,10 @@ void cmd_lst_request(const frame *f, uint64_t id, int at)
         r |= ei_x_encode_atom(x, "method");
         r |= erlcmd_encode_binary(x, "POST", 4);
         r |= ei_x_encode_atom(x, "url");
-        r |= erlcmd_encode_binary(x, D.lst_url, strlen(D.lst_url));
+        r |= erlcmd_encode_binary(x, g_port.lst_url, strlen(g_port.lst_url));
         r |= ei_x_encode_atom(x, "authorization");
         r |= erlcmd_encode_binary(x, auth, strlen(auth));
-        (void)erlcmd_end(D.c, r);
+        (void)erlcmd_end(g_port.c, r);
     }
     free(auth);
 }
@@ -67,16 +70,16 @@ void cmd_lst_complete(const frame *f, uint64_t id, int at)
         reply_badarg(id, fl[1].name);
         return;
     }
-    if ((idx = fl[2].at) < 0 || dec_i64(f, &idx, &exp) != 0) {
+    if ((idx = fl[2].at) < 0 || dec_i64(f, &idx, &exp) != 0 || exp < 0) {
         reply_badarg(id, fl[2].name);
         return;
     }
-    oauth_status st = oauth_lst_complete(D.session, dh, sig, exp);
+    oauth_status st = oauth_lst_complete(g_port.session, dh, sig, exp);
     if (st != OAUTH_OK) {
         reply_oauth_error(id, st);
         return;
     }
-    D.handshakes++;
+    g_port.handshakes++;
     reply_expires(id, exp);
 }
 
@@ -86,12 +89,12 @@ void cmd_live_session_token(const frame *f, uint64_t id, int at)
     (void)at;
     char tok[OAUTH_LST_B64_MAX];
     int64_t exp = 0;
-    oauth_status st = oauth_live_session_token(D.session, tok, sizeof tok, &exp);
+    oauth_status st = oauth_live_session_token(g_port.session, tok, sizeof tok, &exp);
     if (st != OAUTH_OK) {
         reply_oauth_error(id, st);
         return;
     }
-    ei_x_buff *x = erlcmd_begin_reply(D.c, id);
+    ei_x_buff *x = erlcmd_begin_reply(g_port.c, id);
     if (x != NULL) {
         int r = ei_x_encode_tuple_header(x, 2);
         r |= ei_x_encode_atom(x, "ok");
@@ -100,8 +103,8 @@ void cmd_live_session_token(const frame *f, uint64_t id, int at)
         r |= erlcmd_encode_binary(x, tok, strlen(tok));
         r |= ei_x_encode_atom(x, "expires_at");
         r |= ei_x_encode_longlong(x, exp);
-        if (erlcmd_end(D.c, r) == 0)
-            D.c->sensitive = 1; /* wipe the output buffer once written */
+        if (erlcmd_end(g_port.c, r) == 0)
+            g_port.c->sensitive = 1; /* wipe the output buffer once written */
     }
     OPENSSL_cleanse(tok, sizeof tok);
 }
@@ -114,7 +117,9 @@ void cmd_sign(const frame *f, uint64_t id, int at)
         reply_badarg(id, "method");
         return;
     }
-    if (dec_url(f, &at, &url) != 0) {
+    size_t url_len;
+    if (dec_cstr(f, &at, &url, &url_len) != 0 || url_len > HTTP_URL_MAX ||
+        abs_url_check(url, url_len) != 0) {
         reply_badarg(id, "url");
         return;
     }
@@ -132,7 +137,7 @@ void cmd_sign(const frame *f, uint64_t id, int at)
     char *lst = NULL;
     int idx;
     if ((idx = fl[3].at) >= 0) {
-        D.wipe_frame = 1;
+        g_port.wipe_frame = 1;
         size_t n;
         if (dec_cstr(f, &idx, &lst, &n) != 0 || n == 0 || n >= OAUTH_LST_B64_MAX) {
             reply_badarg(id, "lst");
@@ -140,10 +145,10 @@ void cmd_sign(const frame *f, uint64_t id, int at)
         }
     }
     char auth[OAUTH_AUTH_MAX];
-    oauth_status st = oauth_sign(D.session, method, url, &pins, lst, auth, sizeof auth);
+    oauth_status st = oauth_sign(g_port.session, method, url, &pins, lst, auth, sizeof auth);
     switch (st) {
     case OAUTH_OK:
-        (void)erlcmd_reply_binary(D.c, id, auth, strlen(auth));
+        (void)erlcmd_reply_binary(g_port.c, id, auth, strlen(auth));
         return;
     case OAUTH_ERR_NOT_BASE64:
         reply_badarg(id, "lst");

@@ -7,8 +7,10 @@
 #include <string.h>
 #include <strings.h>
 
-#include "dispatch_internal.h"
+#include "commands.h"
+#include "http.h"
 #include "lst_json.h"
+#include "port_state.h"
 
 enum { OP_HTTP, OP_AUTH };
 
@@ -25,6 +27,15 @@ typedef struct op {
 
 /* ---- in-flight operations ------------------------------------------------------------ */
 
+static op *g_ops;       /* every operation in flight */
+static op *g_auth;      /* the in-flight authenticate, if any */
+static size_t g_waiting; /* request ids across g_ops */
+
+size_t ops_waiting(void)
+{
+    return g_waiting;
+}
+
 static op *op_new(int kind, uint64_t id)
 {
     op *o = calloc(1, sizeof *o);
@@ -34,11 +45,11 @@ static op *op_new(int kind, uint64_t id)
     o->id0 = id;
     o->ids = &o->id0;
     o->nids = o->capids = 1;
-    o->next = D.ops;
-    if (D.ops != NULL)
-        D.ops->prev = o;
-    D.ops = o;
-    D.waiting++;
+    o->next = g_ops;
+    if (g_ops != NULL)
+        g_ops->prev = o;
+    g_ops = o;
+    g_waiting++;
     return o;
 }
 
@@ -56,7 +67,7 @@ static int op_add_id(op *o, uint64_t id)
         o->capids = cap;
     }
     o->ids[o->nids++] = id;
-    D.waiting++;
+    g_waiting++;
     return 0;
 }
 
@@ -65,12 +76,12 @@ static void op_free(op *o)
     if (o->prev != NULL)
         o->prev->next = o->next;
     else
-        D.ops = o->next;
+        g_ops = o->next;
     if (o->next != NULL)
         o->next->prev = o->prev;
-    if (D.auth == o)
-        D.auth = NULL;
-    D.waiting -= o->nids;
+    if (g_auth == o)
+        g_auth = NULL;
+    g_waiting -= o->nids;
     if (o->ids != &o->id0)
         free(o->ids);
     free(o);
@@ -79,7 +90,7 @@ static void op_free(op *o)
 /* The op waiting for id, and the position of id in it. */
 static op *op_find(uint64_t id, size_t *pos)
 {
-    for (op *o = D.ops; o != NULL; o = o->next)
+    for (op *o = g_ops; o != NULL; o = o->next)
         for (size_t i = 0; i < o->nids; i++)
             if (o->ids[i] == id) {
                 *pos = i;
@@ -99,6 +110,7 @@ static void op_abort(op *o)
 
 /* ---- HTTP completion ---------------------------------------------------------------- */
 
+/* authenticate: {transport, Kind} (its retries are the caller's own). */
 static void reply_transport(uint64_t id, const http_result *r)
 {
     if (strcmp(r->error, "timeout") == 0)
@@ -107,20 +119,30 @@ static void reply_transport(uint64_t id, const http_result *r)
         reply_error2(id, "transport", r->error);
 }
 
+/* http: {transport, Kind, #{sent => Bool}}: the facts, so that the caller
+ * can decide whether a resend is safe. */
+static void reply_transport_http(uint64_t id, const http_result *r)
+{
+    if (strcmp(r->error, "timeout") == 0)
+        reply_error(id, "timeout");
+    else
+        reply_transport_facts(id, r->error, r->sent);
+}
+
 static void log_transport(const char *what, const http_result *r)
 {
-    (void)erlcmd_log(D.c, "debug", "%s failed: %s (%s)", what, r->error, r->detail);
+    (void)erlcmd_log(g_port.c, "debug", "%s failed: %s (%s)", what, r->error, r->detail);
 }
 
 /* {Id, {ok, #{status => S, headers => [{N, V}], body => B}}} */
 static void reply_response(uint64_t id, const http_result *r)
 {
     size_t need = r->body_len + r->hdrs_len + 16 * r->nhdrs + 256;
-    if (r->body_len > HTTP_BODY_MAX || erlcmd_reserve(D.c, need) != 0) {
-        reply_error2(id, "transport", "too_large");
+    if (r->body_len > HTTP_BODY_MAX || erlcmd_reserve(g_port.c, need) != 0) {
+        reply_transport_facts(id, "too_large", 1);
         return;
     }
-    ei_x_buff *x = erlcmd_begin_reply(D.c, id);
+    ei_x_buff *x = erlcmd_begin_reply(g_port.c, id);
     if (x == NULL)
         return;
     int rc = ei_x_encode_tuple_header(x, 2);
@@ -145,7 +167,7 @@ static void reply_response(uint64_t id, const http_result *r)
     rc |= ei_x_encode_empty_list(x);
     rc |= ei_x_encode_atom(x, "body");
     rc |= erlcmd_encode_binary(x, r->body, r->body_len);
-    (void)erlcmd_end(D.c, rc);
+    (void)erlcmd_end(g_port.c, rc);
 }
 
 static void on_http_done(void *user, const http_result *r)
@@ -153,7 +175,7 @@ static void on_http_done(void *user, const http_result *r)
     op *o = user;
     if (r->error != NULL) {
         log_transport("http request", r);
-        reply_transport(o->id0, r);
+        reply_transport_http(o->id0, r);
     } else {
         reply_response(o->id0, r);
     }
@@ -163,10 +185,10 @@ static void on_http_done(void *user, const http_result *r)
 /* {Id, {error, {http, Status, Body}}} */
 static void reply_http_status(uint64_t id, const http_result *r)
 {
-    D.errors++;
-    if (erlcmd_reserve(D.c, r->body_len + 256) != 0)
+    g_port.errors++;
+    if (erlcmd_reserve(g_port.c, r->body_len + 256) != 0)
         return;
-    ei_x_buff *x = erlcmd_begin_reply(D.c, id);
+    ei_x_buff *x = erlcmd_begin_reply(g_port.c, id);
     if (x == NULL)
         return;
     int rc = ei_x_encode_tuple_header(x, 2);
@@ -175,41 +197,45 @@ static void reply_http_status(uint64_t id, const http_result *r)
     rc |= ei_x_encode_atom(x, "http");
     rc |= ei_x_encode_long(x, r->status);
     rc |= erlcmd_encode_binary(x, r->body, r->body_len);
-    (void)erlcmd_end(D.c, rc);
+    (void)erlcmd_end(g_port.c, rc);
 }
 
 static void on_auth_done(void *user, const http_result *r)
 {
     op *o = user;
-    if (D.auth == o)
-        D.auth = NULL;
+    if (g_auth == o)
+        g_auth = NULL;
     if (r->error != NULL) {
         log_transport("authenticate", r);
         for (size_t i = 0; i < o->nids; i++)
             reply_transport(o->ids[i], r);
     } else if (r->status != 200) {
-        (void)erlcmd_log(D.c, "warning", "authenticate: HTTP status %ld", r->status);
+        (void)erlcmd_log(g_port.c, "warning", "authenticate: HTTP status %ld", r->status);
         for (size_t i = 0; i < o->nids; i++)
             reply_http_status(o->ids[i], r);
     } else {
         lst_answer a;
         lst_json_status js = lst_json_parse(r->body, r->body_len, &a);
         if (js != LST_JSON_OK) {
-            (void)erlcmd_log(D.c, "warning", "authenticate: bad response (%s)",
+            (void)erlcmd_log(g_port.c, "warning", "authenticate: bad response (%s)",
                              lst_json_status_atom(js));
-            for (size_t i = 0; i < o->nids; i++)
-                reply_error2(o->ids[i], "bad_response", lst_json_status_atom(js));
+            for (size_t i = 0; i < o->nids; i++) {
+                if (js == LST_JSON_BAD_DH)
+                    reply_error(o->ids[i], lst_json_status_atom(js));
+                else
+                    reply_error2(o->ids[i], "bad_response", lst_json_status_atom(js));
+            }
         } else {
-            oauth_status st = oauth_lst_complete(D.session, a.dh_response, a.signature,
+            oauth_status st = oauth_lst_complete(g_port.session, a.dh_response, a.signature,
                                                  a.expires_ms);
             if (st == OAUTH_OK) {
-                D.handshakes++;
-                (void)erlcmd_log(D.c, "info", "live session token obtained, expires at %lld",
+                g_port.handshakes++;
+                (void)erlcmd_log(g_port.c, "info", "live session token obtained, expires at %lld",
                                  (long long)a.expires_ms);
                 for (size_t i = 0; i < o->nids; i++)
                     reply_expires(o->ids[i], a.expires_ms);
             } else {
-                (void)erlcmd_log(D.c, "warning", "authenticate: %s", oauth_status_atom(st));
+                (void)erlcmd_log(g_port.c, "warning", "authenticate: %s", oauth_status_atom(st));
                 for (size_t i = 0; i < o->nids; i++)
                     reply_error(o->ids[i], oauth_status_atom(st));
             }
@@ -221,14 +247,14 @@ static void on_auth_done(void *user, const http_result *r)
 
 void ops_abort_auth(void)
 {
-    if (D.auth != NULL)
-        op_abort(D.auth);
+    if (g_auth != NULL)
+        op_abort(g_auth);
 }
 
 void ops_shutdown(void)
 {
-    while (D.ops != NULL) {
-        op *o = D.ops;
+    while (g_ops != NULL) {
+        op *o = g_ops;
         http_xfer_cancel(o->xfer);
         op_free(o);
     }
@@ -237,14 +263,18 @@ void ops_shutdown(void)
 /* ---- HTTP commands ------------------------------------------------------------------ */
 
 /* libcurl is loaded at the first request that needs it; when that fails the
- * request is answered {transport, other} and the reason logged. */
-static int http_ready(uint64_t id)
+ * request is answered as a transport failure (`other`, never sent) and the
+ * reason logged. */
+static int http_ready(uint64_t id, int facts)
 {
     const char *why;
     if (http_open(&why) == 0)
         return 0;
-    (void)erlcmd_log(D.c, "warning", "HTTP unavailable: %s", why);
-    reply_error2(id, "transport", "other");
+    (void)erlcmd_log(g_port.c, "warning", "HTTP unavailable: %s", why);
+    if (facts)
+        reply_transport_facts(id, "other", 0);
+    else
+        reply_error2(id, "transport", "other");
     return -1;
 }
 
@@ -264,17 +294,21 @@ void cmd_authenticate(const frame *f, uint64_t id, int at)
         reply_badarg(id, bad);
         return;
     }
+    if (timeout == 0) {
+        reply_error(id, "timeout"); /* its deadline has passed already */
+        return;
+    }
     /* One handshake at a time: a second caller joins the one in flight and
      * gets the same answer (a new one would replace its DH exponent). */
-    if (D.auth != NULL) {
-        if (op_add_id(D.auth, id) != 0)
+    if (g_auth != NULL) {
+        if (op_add_id(g_auth, id) != 0)
             reply_error(id, "nomem");
         return;
     }
-    if (http_ready(id) != 0)
+    if (http_ready(id, 0) != 0)
         return;
     char *auth = NULL;
-    oauth_status st = oauth_lst_request(D.session, D.lst_url, &pins, &auth);
+    oauth_status st = oauth_lst_request(g_port.session, g_port.lst_url, &pins, &auth);
     if (st != OAUTH_OK) {
         if (st == OAUTH_ERR_BADARG && pins.dh_random_hex != NULL)
             reply_badarg(id, "dh_random");
@@ -285,7 +319,7 @@ void cmd_authenticate(const frame *f, uint64_t id, int at)
     http_xfer *x = http_xfer_new();
     op *o = NULL;
     int ok = x != NULL && http_xfer_method(x, "POST") == HTTP_SET_OK &&
-             http_xfer_url(x, D.lst_url) == HTTP_SET_OK &&
+             http_xfer_url(x, g_port.lst_url) == HTTP_SET_OK &&
              http_xfer_header(x, "Authorization", 13, auth, strlen(auth)) == HTTP_SET_OK &&
              http_xfer_body(x, "", 0) == HTTP_SET_OK;
     free(auth);
@@ -303,123 +337,160 @@ void cmd_authenticate(const frame *f, uint64_t id, int at)
         return;
     }
     o->xfer = x;
-    D.auth = o;
-    D.requests++;
+    g_auth = o;
+    g_port.requests++;
 }
 
-/* Request headers: a proper list of {Name, Value} binaries. */
-static int add_headers(const frame *f, int at, http_xfer *x, int skip_auth)
+/* ---- http: decoded into a request first, then the transfer is built ------------------ */
+
+typedef struct {
+    const char *name, *value; /* in the frame */
+    size_t nlen, vlen;
+} req_header;
+
+typedef struct {
+    char *method, *url;       /* arena strings */
+    const char *body;         /* in the frame */
+    size_t body_len;
+    long timeout;             /* ms, 0 (expired) or HTTP_TIMEOUT_NONE */
+    int sign;
+    req_header hdrs[HTTP_REQ_HEADERS_MAX];
+    size_t nhdrs;
+} http_req;
+
+/* Request headers: a proper list of at most HTTP_REQ_HEADERS_MAX
+ * {Name, Value} binaries, HTTP_REQ_HEADER_BYTES_MAX bytes in all. The count
+ * is checked from the list header, before any element is read. With sign
+ * set, a given Authorization is dropped (the signed one replaces it). */
+static int dec_headers(const frame *f, int at, http_req *rq)
 {
     int t, sz, n;
+    size_t bytes = 0;
+    rq->nhdrs = 0;
     if (type_at(f, at, &t, &sz) != 0 || (t != ERL_LIST_EXT && t != ERL_NIL_EXT) ||
-        ei_decode_list_header(f->buf, &at, &n) != 0)
+        ei_decode_list_header(f->buf, &at, &n) != 0 || n < 0 || n > HTTP_REQ_HEADERS_MAX)
         return -1;
     for (int i = 0; i < n; i++) {
         int arity;
-        const char *name, *value;
-        size_t nl, vl;
+        req_header h;
         if (type_at(f, at, &t, &sz) != 0 || (t != ERL_SMALL_TUPLE_EXT && t != ERL_LARGE_TUPLE_EXT) ||
             ei_decode_tuple_header(f->buf, &at, &arity) != 0 || arity != 2 ||
-            dec_bin(f, &at, &name, &nl) != 0 || dec_bin(f, &at, &value, &vl) != 0)
+            dec_bin(f, &at, &h.name, &h.nlen) != 0 || dec_bin(f, &at, &h.value, &h.vlen) != 0)
             return -1;
-        if (skip_auth && nl == 13 && strncasecmp(name, "authorization", 13) == 0)
-            continue; /* ours, signed, replaces it */
-        if (http_xfer_header(x, name, nl, value, vl) != HTTP_SET_OK)
+        bytes += h.nlen + h.vlen; /* each at most the 16 MiB frame */
+        if (bytes > HTTP_REQ_HEADER_BYTES_MAX)
             return -1;
+        if (rq->sign && h.nlen == 13 && strncasecmp(h.name, "authorization", 13) == 0)
+            continue;
+        rq->hdrs[rq->nhdrs++] = h;
     }
-    if (n > 0) { /* the tail must be [] */
-        if (type_at(f, at, &t, &sz) != 0 || t != ERL_NIL_EXT)
-            return -1;
-    }
+    if (n > 0 && (type_at(f, at, &t, &sz) != 0 || t != ERL_NIL_EXT))
+        return -1; /* the tail must be [] */
     return 0;
 }
 
 enum { H_METHOD, H_URL, H_HEADERS, H_BODY, H_TIMEOUT, H_SIGN, H_COUNT };
 
-void cmd_http(const frame *f, uint64_t id, int at)
+/* The request map into rq. NULL, or the name of the bad field ("" for a
+ * Req that is not a map). */
+static const char *dec_http_req(const frame *f, int at, http_req *rq)
 {
     mfield fl[H_COUNT] = {{"method", -1}, {"url", -1}, {"headers", -1},
                           {"body", -1}, {"timeout", -1}, {"sign", -1}};
-    if (map_fields(f, at, fl, H_COUNT) != 0) {
-        reply_error(id, "badarg");
-        return;
-    }
-    char *method, *url;
-    int idx, sign = 1;
-    long timeout;
-    const char *body = "";
-    size_t body_len = 0;
-    const char *bad = NULL;
-    http_xfer *x = NULL;
-    op *o = NULL;
+    if (map_fields(f, at, fl, H_COUNT) != 0)
+        return "";
+    int idx;
+    rq->sign = 1;
+    rq->body = "";
+    rq->body_len = 0;
+    rq->nhdrs = 0;
+    if ((idx = fl[H_METHOD].at) < 0 || dec_method(f, &idx, &rq->method) != 0)
+        return "method";
+    if ((idx = fl[H_URL].at) < 0 || dec_url(f, &idx, &rq->url) != 0)
+        return "url";
+    if ((idx = fl[H_SIGN].at) >= 0 && dec_bool(f, &idx, &rq->sign) != 0)
+        return "sign";
+    if ((idx = fl[H_BODY].at) >= 0 && dec_bin(f, &idx, &rq->body, &rq->body_len) != 0)
+        return "body";
+    if (fl[H_HEADERS].at >= 0 && dec_headers(f, fl[H_HEADERS].at, rq) != 0)
+        return "headers";
+    return get_timeout(f, fl[H_TIMEOUT].at, &rq->timeout);
+}
 
-    if ((idx = fl[H_METHOD].at) < 0 || dec_method(f, &idx, &method) != 0) {
-        reply_badarg(id, "method");
-        return;
+/* Sets up x for rq, signed last (immediately before curl gets it). 0, or
+ * -1 with *bad the badarg field or *err the reason (x is then freed). */
+static int build_xfer(http_xfer *x, const http_req *rq, const char **bad, const char **err)
+{
+    *bad = *err = NULL;
+    if (http_xfer_method(x, rq->method) != HTTP_SET_OK)
+        *bad = "method";
+    else if (http_xfer_url(x, rq->url) != HTTP_SET_OK)
+        *bad = "url";
+    else if (http_xfer_body(x, rq->body, rq->body_len) != HTTP_SET_OK)
+        *bad = "body";
+    for (size_t i = 0; *bad == NULL && i < rq->nhdrs; i++) {
+        const req_header *h = &rq->hdrs[i];
+        if (http_xfer_header(x, h->name, h->nlen, h->value, h->vlen) != HTTP_SET_OK)
+            *bad = "headers";
     }
-    if ((idx = fl[H_URL].at) < 0 || dec_url(f, &idx, &url) != 0) {
-        reply_badarg(id, "url");
-        return;
-    }
-    if ((idx = fl[H_SIGN].at) >= 0 && dec_bool(f, &idx, &sign) != 0) {
-        reply_badarg(id, "sign");
-        return;
-    }
-    if ((idx = fl[H_BODY].at) >= 0 && dec_bin(f, &idx, &body, &body_len) != 0) {
-        reply_badarg(id, "body");
-        return;
-    }
-    if ((bad = get_timeout(f, fl[H_TIMEOUT].at, &timeout)) != NULL) {
-        reply_badarg(id, bad);
-        return;
-    }
-    if (http_ready(id) != 0)
-        return;
-    if ((x = http_xfer_new()) == NULL) {
-        reply_error2(id, "transport", "other");
-        return;
-    }
-    if (http_xfer_method(x, method) != HTTP_SET_OK)
-        bad = "method";
-    else if (http_xfer_url(x, url) != HTTP_SET_OK)
-        bad = "url";
-    else if (fl[H_HEADERS].at >= 0 && add_headers(f, fl[H_HEADERS].at, x, sign) != 0)
-        bad = "headers";
-    else if (http_xfer_body(x, body, body_len) != HTTP_SET_OK)
-        bad = "body";
-    if (bad != NULL) {
-        http_xfer_free(x);
-        reply_badarg(id, bad);
-        return;
-    }
-    http_xfer_timeout(x, timeout);
-    if (sign) {
-        /* Signed now, immediately before curl gets the handle. */
+    if (*bad == NULL && rq->sign) {
         char auth[OAUTH_AUTH_MAX];
-        oauth_status st = oauth_sign(D.session, method, url, NULL, NULL, auth, sizeof auth);
-        if (st != OAUTH_OK) {
-            http_xfer_free(x);
-            if (st == OAUTH_ERR_BADARG || st == OAUTH_ERR_TOO_LONG)
-                reply_badarg(id, "url");
-            else
-                reply_oauth_error(id, st);
-            return;
-        }
-        if (http_xfer_header(x, "Authorization", 13, auth, strlen(auth)) != HTTP_SET_OK) {
-            http_xfer_free(x);
-            reply_error(id, "nomem");
-            return;
-        }
+        oauth_status st = oauth_sign(g_port.session, rq->method, rq->url, NULL, NULL, auth,
+                                     sizeof auth);
+        if (st == OAUTH_ERR_BADARG || st == OAUTH_ERR_TOO_LONG)
+            *bad = "url";
+        else if (st != OAUTH_OK)
+            *err = oauth_status_atom(st);
+        else if (http_xfer_header(x, "Authorization", 13, auth, strlen(auth)) != HTTP_SET_OK)
+            *err = "nomem";
     }
-    if ((o = op_new(OP_HTTP, id)) == NULL || http_xfer_start(x, on_http_done, o) != 0) {
+    if (*bad != NULL || *err != NULL) {
+        http_xfer_free(x);
+        return -1;
+    }
+    http_xfer_timeout(x, rq->timeout);
+    return 0;
+}
+
+void cmd_http(const frame *f, uint64_t id, int at)
+{
+    http_req rq;
+    const char *bad = dec_http_req(f, at, &rq), *err;
+    if (bad != NULL) {
+        if (bad[0] == '\0')
+            reply_error(id, "badarg");
+        else
+            reply_badarg(id, bad);
+        return;
+    }
+    if (rq.timeout == 0) {
+        reply_error(id, "timeout"); /* its deadline has passed already */
+        return;
+    }
+    if (http_ready(id, 1) != 0)
+        return;
+    http_xfer *x = http_xfer_new();
+    if (x == NULL) {
+        reply_transport_facts(id, "other", 0);
+        return;
+    }
+    if (build_xfer(x, &rq, &bad, &err) != 0) {
+        if (bad != NULL)
+            reply_badarg(id, bad);
+        else
+            reply_error(id, err);
+        return;
+    }
+    op *o = op_new(OP_HTTP, id);
+    if (o == NULL || http_xfer_start(x, on_http_done, o) != 0) {
         if (o != NULL)
             op_free(o);
         http_xfer_free(x);
-        reply_error2(id, "transport", "other");
+        reply_transport_facts(id, "other", 0);
         return;
     }
     o->xfer = x;
-    D.requests++;
+    g_port.requests++;
 }
 
 void cmd_cancel(const frame *f, uint64_t id, int at)
@@ -429,7 +500,7 @@ void cmd_cancel(const frame *f, uint64_t id, int at)
         if (id != 0)
             reply_badarg(id, "id");
         else
-            (void)erlcmd_protocol_error(D.c, "bad_frame");
+            (void)erlcmd_protocol_error(g_port.c, "bad_frame");
         return;
     }
     size_t pos;
@@ -440,11 +511,11 @@ void cmd_cancel(const frame *f, uint64_t id, int at)
         } else {
             /* Others still wait for this handshake: only this caller leaves. */
             o->ids[pos] = o->ids[--o->nids];
-            D.waiting--;
+            g_waiting--;
             reply_error(target, "cancelled");
         }
     }
     if (id != 0)
-        (void)erlcmd_reply_ok(D.c, id);
+        (void)erlcmd_reply_ok(g_port.c, id);
 }
 

@@ -13,7 +13,8 @@
 #include <openssl/crypto.h>
 
 #include "base_url.h"
-#include "dispatch_internal.h"
+#include "commands.h"
+#include "port_state.h"
 #include "http.h"
 
 #define KEY_FILE_MAX ((size_t)64 * 1024)
@@ -99,7 +100,7 @@ static char *read_key_file(const char *path, size_t *len, const char **why)
         return NULL;
     }
     if (st.st_mode & 077)
-        (void)erlcmd_log(D.c, "warning", "key file %s is readable by group or others", path);
+        (void)erlcmd_log(g_port.c, "warning", "key file %s is readable by group or others", path);
     *len = n;
     return buf;
 }
@@ -267,18 +268,18 @@ static int install_session(oauth_session *s, const init_args *a)
     memcpy(new_lst, a->base_url, a->base_len);
     memcpy(new_lst + a->base_len, LST_PATH, sizeof LST_PATH);
     ops_abort_auth(); /* the old session's handshake cannot complete */
-    oauth_session_free(D.session);
-    free(D.base_url);
-    free(D.lst_url);
-    D.session = s;
-    D.base_url = new_base;
-    D.lst_url = new_lst;
+    oauth_session_free(g_port.session);
+    free(g_port.base_url);
+    free(g_port.lst_url);
+    g_port.session = s;
+    g_port.base_url = new_base;
+    g_port.lst_url = new_lst;
     return 0;
 }
 
 void cmd_init(const frame *f, uint64_t id, int at)
 {
-    D.wipe_frame = 1;
+    g_port.wipe_frame = 1;
     mfield fl[F_COUNT] = {
         {"consumer_key", -1}, {"access_token", -1}, {"access_token_secret", -1},
         {"dh_prime", -1}, {"dh_generator", -1}, {"realm", -1}, {"encryption_key", -1},
@@ -313,5 +314,5 @@ void cmd_init(const frame *f, uint64_t id, int at)
         reply_error(id, "nomem");
         return;
     }
-    (void)erlcmd_reply_ok(D.c, id);
+    (void)erlcmd_reply_ok(g_port.c, id);
 }

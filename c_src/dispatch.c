@@ -1,7 +1,7 @@
 /*
- * dispatch.c — the command table, {Id, Command} decoding and the shared
- * state and replies of PROTOCOL.md; the commands themselves live in
- * cmd_init.c, cmd_crypto.c and cmd_http.c.
+ * dispatch.c — frames and batches from the BEAM, {Id, Command} decoding,
+ * and running the command's row of the table (commands.c); the port-wide
+ * state and replies live in port_state.c.
  *
  * Every frame is first checked by erlcmd_check_term (ei has no bounds
  * checks), then decoded with ei_decode_* / ei_get_type, each result checked
@@ -14,125 +14,8 @@
 
 #include <openssl/crypto.h>
 
-#include "dispatch_internal.h"
-
-/* ---- state --------------------------------------------------------------------- */
-
-dispatch_state D;
-
-/* ---- replies that count as errors ------------------------------------------------ */
-
-void reply_error(uint64_t id, const char *reason)
-{
-    D.errors++;
-    (void)erlcmd_reply_error(D.c, id, reason);
-}
-
-void reply_error2(uint64_t id, const char *tag, const char *what)
-{
-    D.errors++;
-    (void)erlcmd_reply_error2(D.c, id, tag, what);
-}
-
-void reply_badarg(uint64_t id, const char *field)
-{
-    reply_error2(id, "badarg", field);
-}
-
-void reply_bad_config(uint64_t id, const char *field, const char *why)
-{
-    D.errors++;
-    ei_x_buff *x = erlcmd_begin_reply(D.c, id);
-    if (x == NULL)
-        return;
-    int r = ei_x_encode_tuple_header(x, 2);
-    r |= ei_x_encode_atom(x, "error");
-    r |= ei_x_encode_tuple_header(x, 3);
-    r |= ei_x_encode_atom(x, "bad_config");
-    r |= ei_x_encode_atom(x, field);
-    r |= ei_x_encode_atom(x, why);
-    (void)erlcmd_end(D.c, r);
-}
-
-/* {ok, #{expires_at => Ms}} */
-void reply_expires(uint64_t id, int64_t ms)
-{
-    ei_x_buff *x = erlcmd_begin_reply(D.c, id);
-    if (x == NULL)
-        return;
-    int r = ei_x_encode_tuple_header(x, 2);
-    r |= ei_x_encode_atom(x, "ok");
-    r |= ei_x_encode_map_header(x, 1);
-    r |= ei_x_encode_atom(x, "expires_at");
-    r |= ei_x_encode_longlong(x, ms);
-    (void)erlcmd_end(D.c, r);
-}
-
-void reply_oauth_error(uint64_t id, oauth_status st)
-{
-    reply_error(id, oauth_status_atom(st));
-}
-
-static void cmd_echo(const frame *f, uint64_t id, int at)
-{
-    int end = at;
-    if (erlcmd_skip_term(f->buf, f->len, &end) != 0) {
-        reply_error(id, "badarg");
-        return;
-    }
-    if (erlcmd_reserve(D.c, (size_t)(end - at) + 64) != 0)
-        return;
-    ei_x_buff *x = erlcmd_begin_reply(D.c, id);
-    if (x == NULL)
-        return;
-    int r = ei_x_encode_tuple_header(x, 2);
-    r |= ei_x_encode_atom(x, "ok");
-    r |= ei_x_append_buf(x, f->buf + at, end - at); /* end <= len <= 16 MiB */
-    (void)erlcmd_end(D.c, r);
-}
-
-static void cmd_stats(const frame *f, uint64_t id, int at)
-{
-    (void)f;
-    (void)at;
-    ei_x_buff *x = erlcmd_begin_reply(D.c, id);
-    if (x == NULL)
-        return;
-    int r = ei_x_encode_tuple_header(x, 2);
-    r |= ei_x_encode_atom(x, "ok");
-    r |= ei_x_encode_map_header(x, 4);
-    r |= ei_x_encode_atom(x, "inflight");
-    r |= ei_x_encode_ulonglong(x, D.waiting);
-    r |= ei_x_encode_atom(x, "requests");
-    r |= ei_x_encode_ulonglong(x, D.requests);
-    r |= ei_x_encode_atom(x, "handshakes");
-    r |= ei_x_encode_ulonglong(x, D.handshakes);
-    r |= ei_x_encode_atom(x, "errors");
-    r |= ei_x_encode_ulonglong(x, D.errors);
-    (void)erlcmd_end(D.c, r);
-}
-
-/* ---- dispatch ------------------------------------------------------------------------ */
-
-typedef void (*cmd_fn)(const frame *f, uint64_t id, int at);
-
-static const struct {
-    const char *name;
-    int arity;         /* arguments after the name; 0: a bare atom */
-    int needs_session;
-    cmd_fn fn;
-} COMMANDS[] = {
-    {"sign", 3, 1, cmd_sign},
-    {"http", 1, 1, cmd_http},
-    {"echo", 1, 0, cmd_echo},
-    {"init", 1, 0, cmd_init},
-    {"lst_request", 1, 1, cmd_lst_request},
-    {"lst_complete", 1, 1, cmd_lst_complete},
-    {"live_session_token", 0, 1, cmd_live_session_token},
-    {"authenticate", 1, 1, cmd_authenticate},
-    {"cancel", 1, 0, cmd_cancel},
-    {"stats", 0, 1, cmd_stats},
-};
+#include "commands.h"
+#include "port_state.h"
 
 static void run(const frame *f, int idx)
 {
@@ -140,8 +23,8 @@ static void run(const frame *f, int idx)
     unsigned long long id;
     if (ei_decode_tuple_header(f->buf, &idx, &arity) != 0 || arity != 2 ||
         dec_u64(f, &idx, &id) != 0) {
-        D.errors++;
-        (void)erlcmd_protocol_error(D.c, "bad_frame");
+        g_port.errors++;
+        (void)erlcmd_protocol_error(g_port.c, "bad_frame");
         return;
     }
 
@@ -150,8 +33,8 @@ static void run(const frame *f, int idx)
     int nargs = 0;
     name[0] = '\0';
     if (type_at(f, idx, &t, &sz) != 0) {
-        D.errors++;
-        (void)erlcmd_protocol_error(D.c, "bad_frame");
+        g_port.errors++;
+        (void)erlcmd_protocol_error(g_port.c, "bad_frame");
         return;
     }
     if (t == ERL_ATOM_EXT) {
@@ -165,50 +48,50 @@ static void run(const frame *f, int idx)
             name[0] = '\0';
     }
 
-    size_t i = 0, ncmd = sizeof COMMANDS / sizeof COMMANDS[0];
-    while (i < ncmd && strcmp(name, COMMANDS[i].name) != 0)
-        i++;
+    const command *cmd = command_find(name);
+    /* A bare atom for a command with arguments, or the wrong arity. */
+    int shape_ok = cmd != NULL && (cmd->arity == 0) == (t == ERL_ATOM_EXT) && nargs == cmd->arity;
     if (id == 0) {
-        /* Id 0 asks for no reply, which only cancel can honour. */
-        if (i < ncmd && COMMANDS[i].fn == cmd_cancel && nargs == 1 && t != ERL_ATOM_EXT) {
-            cmd_cancel(f, 0, idx);
+        /* Id 0 asks for no reply, which only some commands can honour (and
+         * a refusal cannot be addressed to anyone). */
+        if (shape_ok && cmd->id0 && (!cmd->needs_session || g_port.session != NULL)) {
+            cmd->fn(f, 0, idx);
         } else {
-            D.errors++;
-            (void)erlcmd_protocol_error(D.c, "bad_frame");
+            g_port.errors++;
+            (void)erlcmd_protocol_error(g_port.c, "bad_frame");
         }
         return;
     }
-    if (i == ncmd) {
+    if (cmd == NULL) {
         reply_error(id, "unknown_command");
         return;
     }
-    if (COMMANDS[i].needs_session && D.session == NULL) {
+    if (cmd->needs_session && g_port.session == NULL) {
         reply_error(id, "not_initialized");
         return;
     }
-    /* A bare atom for a command with arguments, or the wrong arity. */
-    if ((COMMANDS[i].arity == 0) != (t == ERL_ATOM_EXT) || nargs != COMMANDS[i].arity) {
+    if (!shape_ok) {
         reply_error(id, "badarg");
         return;
     }
-    COMMANDS[i].fn(f, id, idx);
+    cmd->fn(f, id, idx);
 }
 
 /* One term: decoded, run, its arena wiped (and the bytes, if secret). */
 static void dispatch_term(erlcmd *c, char *buf, size_t len)
 {
-    D.c = c;
-    D.wipe_frame = 0;
+    g_port.c = c;
+    g_port.wipe_frame = 0;
     int idx = 0, version;
     if (erlcmd_check_term(buf, len) != 0 || ei_decode_version(buf, &idx, &version) != 0) {
-        D.errors++;
+        g_port.errors++;
         (void)erlcmd_protocol_error(c, "bad_term");
     } else {
         frame f = {buf, len};
         run(&f, idx);
     }
     arena_reset();
-    if (D.wipe_frame)
+    if (g_port.wipe_frame)
         OPENSSL_cleanse(buf, len);
 }
 
@@ -228,13 +111,13 @@ static void dispatch_batch(erlcmd *c, char *buf, size_t len)
                               : ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) |
                                     ((uint32_t)h[2] << 8) | (uint32_t)h[3];
         if (left < 4 || n > left - 4) {
-            D.errors++;
+            g_port.errors++;
             (void)erlcmd_protocol_error(c, "bad_frame");
             return;
         }
         char *term = buf + off + 4;
         if (n > 0 && (unsigned char)term[0] == BATCH_TAG) {
-            D.errors++;
+            g_port.errors++;
             (void)erlcmd_protocol_error(c, "bad_term");
         } else {
             dispatch_term(c, term, n);
@@ -255,10 +138,6 @@ void dispatch_frame(erlcmd *c, char *buf, size_t len, void *ctx)
 void dispatch_shutdown(void)
 {
     ops_shutdown();
-    oauth_session_free(D.session);
-    D.session = NULL;
-    free(D.base_url);
-    free(D.lst_url);
-    D.base_url = D.lst_url = NULL;
+    port_state_free();
     arena_reset();
 }

@@ -308,11 +308,6 @@ int erlcmd_reply_error2(erlcmd *c, uint64_t id, const char *tag, const char *wha
     return erlcmd_end(c, r);
 }
 
-int erlcmd_reply_badarg(erlcmd *c, uint64_t id, const char *field)
-{
-    return erlcmd_reply_error2(c, id, "badarg", field);
-}
-
 int erlcmd_encode_binary(ei_x_buff *x, const void *p, size_t n)
 {
     if (n > (size_t)INT_MAX - 64)

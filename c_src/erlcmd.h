@@ -88,7 +88,6 @@ int erlcmd_reply_ok(erlcmd *c, uint64_t id);                          /* {Id, ok
 int erlcmd_reply_error(erlcmd *c, uint64_t id, const char *reason);   /* {Id, {error, R}} */
 int erlcmd_reply_error2(erlcmd *c, uint64_t id, const char *tag,
                         const char *what);                           /* {Id, {error, {T, W}}} */
-int erlcmd_reply_badarg(erlcmd *c, uint64_t id, const char *field);   /* {error, {badarg, F}} */
 int erlcmd_reply_binary(erlcmd *c, uint64_t id, const void *p, size_t n); /* {Id, {ok, Bin}} */
 int erlcmd_protocol_error(erlcmd *c, const char *why);   /* {0, {protocol_error, Why}} */
 /* {0, {log, Level, Msg}}; the message is truncated to 1 KiB. */

@@ -211,12 +211,21 @@ const char *get_timeout(const frame *f, int at, long *ms)
     *ms = HTTP_TIMEOUT_DEFAULT;
     if (at < 0)
         return NULL;
+    int t, sz;
+    if (type_at(f, at, &t, &sz) == 0 && t == ERL_ATOM_EXT) {
+        char a[ATOM_BUF];
+        if (dec_atom(f, &at, a) != 0 || strcmp(a, "infinity") != 0)
+            return "timeout";
+        *ms = HTTP_TIMEOUT_NONE;
+        return NULL;
+    }
     long long v;
     if (dec_i64(f, &at, &v) != 0 || v < 0 || v > 0x7fffffffLL)
         return "timeout";
     *ms = (long)v;
     return NULL;
 }
+
 /* Method: 1..16 ASCII letters (Erlang upper-cases it). */
 int dec_method(const frame *f, int *idx, char **out)
 {

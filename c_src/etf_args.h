@@ -48,7 +48,9 @@ int map_fields(const frame *f, int idx, mfield *fields, size_t nf);
 /* nonce, timestamp and (when dh is set) dh_random from fields[0..2]. NULL,
  * or the name of the bad field. */
 const char *get_pins(const frame *f, const mfield *fields, int dh, oauth_pins *pins);
-/* An optional timeout in ms (at < 0: the default). NULL or "timeout". */
+/* An optional timeout (at < 0: the default): ms 0..2^31-1, where 0 is a
+ * deadline already passed, or the atom infinity (HTTP_TIMEOUT_NONE). NULL
+ * or "timeout". */
 const char *get_timeout(const frame *f, int at, long *ms);
 
 #endif

@@ -29,7 +29,8 @@ struct http_xfer {
     void *user;
 
     int method;
-    struct curl_slist *req_hdrs;
+    struct curl_slist *req_hdrs, *req_tail; /* appended at the tail: O(1) each */
+    size_t nreq_hdrs;
     int has_ctype, has_expect;
     int sends;              /* times curl was about to send the request */
     int resend_refused;
@@ -58,7 +59,6 @@ static watched *g_socks;
 static size_t g_nsocks, g_capsocks;
 static int64_t g_deadline = -1; /* CLOCK_MONOTONIC ms, -1: no timer */
 static http_xfer *g_active;
-static size_t g_nactive;
 static http_xfer *g_pool[EASY_POOL_MAX];
 static size_t g_npool;
 
@@ -120,8 +120,9 @@ static int on_timer(CURLM *m, long timeout_ms, void *userp)
  * request again on a fresh connection: for a POST that may be a duplicate
  * order, and for any method it replays the same OAuth nonce, which the
  * server refuses. So every request goes out at most once; that case is
- * reported as {transport, recv} and the caller decides (with a new
- * signature) whether to retry. */
+ * reported as recv, sent (http_result.sent), and the caller decides (with a
+ * new signature) whether to retry. The first call also marks the request
+ * as possibly sent. */
 /* The signature is libcurl's curl_prereq_callback (non-const char *). */
 // NOLINTNEXTLINE(readability-non-const-parameter)
 static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port,
@@ -331,7 +332,6 @@ void http_global_cleanup(void)
             curl_lazy.multi_remove_handle(g_multi, x->easy);
         xfer_destroy(x);
     }
-    g_nactive = 0;
     while (g_npool > 0)
         xfer_destroy(g_pool[--g_npool]);
     close_handles();
@@ -479,6 +479,22 @@ http_set_status http_xfer_url(http_xfer *x, const char *url)
     return curl_lazy.easy_setopt(x->easy, CURLOPT_URL, url) == CURLE_OK ? HTTP_SET_OK : HTTP_SET_NOMEM;
 }
 
+/* curl_slist_append walks the whole list on every call; a one-node list
+ * linked at the remembered tail keeps building a request's headers linear
+ * (curl_slist_free_all frees it the same way). */
+static int append_header(http_xfer *x, const char *line)
+{
+    struct curl_slist *node = curl_lazy.slist_append(NULL, line);
+    if (node == NULL)
+        return -1;
+    if (x->req_tail == NULL)
+        x->req_hdrs = node;
+    else
+        x->req_tail->next = node;
+    x->req_tail = node;
+    return 0;
+}
+
 /* RFC 9110 token characters. */
 static int is_tchar(unsigned char c)
 {
@@ -490,7 +506,7 @@ static int is_tchar(unsigned char c)
 http_set_status http_xfer_header(http_xfer *x, const char *name, size_t nlen,
                                  const char *value, size_t vlen)
 {
-    if (nlen == 0 || nlen + vlen + 3 > HEADER_LINE_MAX)
+    if (nlen == 0 || nlen + vlen + 3 > HEADER_LINE_MAX || x->nreq_hdrs >= HTTP_XFER_HEADERS_MAX)
         return HTTP_SET_BAD_HEADER;
     for (size_t i = 0; i < nlen; i++)
         if (!is_tchar((unsigned char)name[i]))
@@ -517,10 +533,9 @@ http_set_status http_xfer_header(http_xfer *x, const char *name, size_t nlen,
         n += vlen;
     }
     line[n] = '\0';
-    struct curl_slist *l = curl_lazy.slist_append(x->req_hdrs, line);
-    if (l == NULL)
+    if (append_header(x, line) != 0)
         return HTTP_SET_NOMEM;
-    x->req_hdrs = l;
+    x->nreq_hdrs++;
     return HTTP_SET_OK;
 }
 
@@ -536,7 +551,8 @@ http_set_status http_xfer_body(http_xfer *x, const char *body, size_t len)
 
 void http_xfer_timeout(http_xfer *x, long ms)
 {
-    (void)curl_lazy.easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, ms < 0 ? 0L : ms);
+    /* curl's 0 is "no limit"; an expired deadline never gets here. */
+    (void)curl_lazy.easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, ms == HTTP_TIMEOUT_NONE ? 0L : ms);
 }
 
 static int apply_method(http_xfer *x)
@@ -571,17 +587,10 @@ static int apply_method(http_xfer *x)
         bad |= curl_lazy.easy_setopt(e, CURLOPT_COPYPOSTFIELDS, x->body) != CURLE_OK;
     /* curl would label the body application/x-www-form-urlencoded, and wait
      * for a 100-continue before large bodies: send only what was asked. */
-    struct curl_slist *l;
-    if (!x->has_ctype) {
-        if ((l = curl_lazy.slist_append(x->req_hdrs, "Content-Type:")) == NULL)
-            return -1;
-        x->req_hdrs = l;
-    }
-    if (!x->has_expect) {
-        if ((l = curl_lazy.slist_append(x->req_hdrs, "Expect:")) == NULL)
-            return -1;
-        x->req_hdrs = l;
-    }
+    if (!x->has_ctype && append_header(x, "Content-Type:") != 0)
+        return -1;
+    if (!x->has_expect && append_header(x, "Expect:") != 0)
+        return -1;
     return bad ? -1 : 0;
 }
 
@@ -601,7 +610,6 @@ int http_xfer_start(http_xfer *x, http_done_fn done, void *user)
     if (g_active != NULL)
         g_active->prev = x;
     g_active = x;
-    g_nactive++;
     return 0;
 }
 
@@ -614,7 +622,6 @@ static void unlink_active(http_xfer *x)
     if (x->next != NULL)
         x->next->prev = x->prev;
     x->prev = x->next = NULL;
-    g_nactive--;
 }
 
 void http_xfer_cancel(http_xfer *x)
@@ -622,11 +629,6 @@ void http_xfer_cancel(http_xfer *x)
     curl_lazy.multi_remove_handle(g_multi, x->easy);
     unlink_active(x);
     xfer_release(x);
-}
-
-size_t http_active(void)
-{
-    return g_nactive;
 }
 
 /* ---- completion --------------------------------------------------------------- */
@@ -670,19 +672,11 @@ static const char *curl_error_kind(CURLcode rc, const http_xfer *x)
     }
 }
 
+/* The real class of a failure. A resend libcurl was refused (on_prereq)
+ * means the connection died after the request went out: recv. */
 static const char *error_kind(CURLcode rc, const http_xfer *x)
 {
-    if (x->resend_refused)
-        return "recv"; /* sent once, the connection died before the answer */
-    const char *kind = curl_error_kind(rc, x);
-    /* A reused connection that died makes libcurl reconnect by itself; a
-     * failure of that reconnect must not read as "never sent": the request
-     * went out once already (the session retries resolve/connect/tls errors
-     * of any method). */
-    if (x->sends > 0 && (strcmp(kind, "resolve") == 0 || strcmp(kind, "connect") == 0 ||
-                         strcmp(kind, "tls") == 0))
-        return "recv";
-    return kind;
+    return x->resend_refused ? "recv" : curl_error_kind(rc, x);
 }
 
 static void finish(CURL *e, CURLcode rc)
@@ -700,6 +694,12 @@ static void finish(CURL *e, CURLcode rc)
         long status = 0;
         (void)curl_lazy.easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
         r.status = status;
+        if (status < 100 || status > 599) {
+            /* libcurl takes any three digits; HTTP has no such status. */
+            r.error = "bad_status";
+            r.sent = 1;
+            r.detail = "response status outside 100..599";
+        }
         r.body = x->rbody != NULL ? x->rbody : "";
         r.body_len = x->rlen;
         r.hdrs = x->rh;
@@ -707,6 +707,7 @@ static void finish(CURL *e, CURLcode rc)
         r.nhdrs = x->nh;
     } else {
         r.error = error_kind(rc, x);
+        r.sent = x->sends > 0;
         r.detail = x->errbuf[0] != '\0' ? x->errbuf : curl_lazy.easy_strerror(rc);
     }
     x->done(x->user, &r);

@@ -21,14 +21,24 @@
 #define HTTP_HEADERS_MAX ((size_t)1024 * 1024) /* all response header bytes */
 #define HTTP_URL_MAX ((size_t)64 * 1024)
 #define HTTP_TIMEOUT_DEFAULT 10000
+#define HTTP_TIMEOUT_NONE (-1L)  /* no time limit */
+/* A request's own headers (PROTOCOL.md): count and name + value bytes. */
+#define HTTP_REQ_HEADERS_MAX 100
+#define HTTP_REQ_HEADER_BYTES_MAX ((size_t)64 * 1024)
+/* What one transfer takes: those and the signed Authorization. */
+#define HTTP_XFER_HEADERS_MAX (HTTP_REQ_HEADERS_MAX + 1)
 
 typedef struct http_xfer http_xfer;
 
 typedef struct {
-    /* NULL for an HTTP response (any status); else "timeout" or a transport
-     * kind: "resolve" "connect" "tls" "send" "recv" "too_large" "other". */
+    /* NULL for an HTTP response (status 100..599); else "timeout" or a
+     * transport kind: "resolve" "connect" "tls" "send" "recv" "too_large"
+     * "bad_status" "other" — the real class, whatever happened before. */
     const char *error;
     const char *detail;   /* curl's message for an error (no secrets), or "" */
+    /* An error: some byte of the request may have reached the server (a
+     * connection was set up for it and libcurl was about to send). */
+    int sent;
     long status;
     const char *body;
     size_t body_len;
@@ -71,13 +81,16 @@ http_set_status http_xfer_method(http_xfer *x, const char *method);
 /* Absolute http:// or https:// URL with a host (as libcurl parses it),
  * NUL-terminated, at most HTTP_URL_MAX bytes, sent as given. */
 http_set_status http_xfer_url(http_xfer *x, const char *url);
-/* One request header; name is a token, value without CR/LF/NUL. A
- * Content-Length is ignored (libcurl sends the real one). */
+/* One request header; name is a token, value without CR/LF/NUL, at most
+ * HTTP_XFER_HEADERS_MAX per transfer. A Content-Length is ignored (libcurl
+ * sends the real one). Linear in the header's size, O(1) in the count. */
 http_set_status http_xfer_header(http_xfer *x, const char *name, size_t nlen,
                                  const char *value, size_t vlen);
 /* Body bytes (copied at start). Set the method first. */
 http_set_status http_xfer_body(http_xfer *x, const char *body, size_t len);
-void http_xfer_timeout(http_xfer *x, long ms); /* 0: no limit */
+/* ms > 0, or HTTP_TIMEOUT_NONE (an expired deadline is the caller's to
+ * answer without starting the transfer). */
+void http_xfer_timeout(http_xfer *x, long ms);
 /* Hands the transfer to curl. 0, or -1 (then x is still the caller's). */
 int http_xfer_start(http_xfer *x, http_done_fn done, void *user);
 /* Aborts a started transfer; its callback will not run. */
@@ -90,6 +103,5 @@ int http_poll_timeout(void);                          /* ms until curl's timer, 
 /* After poll(): lets curl act on ready sockets and an expired timer, then
  * runs the done callbacks of finished transfers. */
 void http_poll_handle(const struct pollfd *p, size_t n);
-size_t http_active(void);                             /* started, not finished */
 
 #endif

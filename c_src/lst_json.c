@@ -16,6 +16,8 @@ const char *lst_json_status_atom(lst_json_status st)
     case LST_JSON_OK: return "ok";
     case LST_JSON_NOT_JSON: return "not_json";
     case LST_JSON_MISSING_FIELD: return "missing_field";
+    case LST_JSON_BAD_DH: return "bad_dh_response";
+    case LST_JSON_BAD_EXPIRATION: return "lst_expiration";
     case LST_JSON_NOMEM: return "nomem";
     }
     return "not_json";
@@ -30,16 +32,20 @@ void lst_answer_free(lst_answer *a)
     a->dh_response = a->signature = NULL;
 }
 
-/* A string member without NUL bytes, copied. */
-static lst_json_status get_string(struct json_object *obj, const char *key, char **out)
+/* A non-empty string member without NUL bytes, copied: absent is
+ * LST_JSON_MISSING_FIELD, present but anything else is bad. */
+static lst_json_status get_string(struct json_object *obj, const char *key, lst_json_status bad,
+                                  char **out)
 {
     struct json_object *v;
-    if (!json_object_object_get_ex(obj, key, &v) || !json_object_is_type(v, json_type_string))
+    if (!json_object_object_get_ex(obj, key, &v))
         return LST_JSON_MISSING_FIELD;
+    if (!json_object_is_type(v, json_type_string))
+        return bad;
     int n = json_object_get_string_len(v);
     const char *s = json_object_get_string(v);
     if (n <= 0 || s == NULL || memchr(s, '\0', (size_t)n) != NULL)
-        return LST_JSON_MISSING_FIELD;
+        return bad;
     if ((*out = malloc((size_t)n + 1)) == NULL)
         return LST_JSON_NOMEM;
     memcpy(*out, s, (size_t)n);
@@ -67,15 +73,16 @@ static int parse_digits(const char *s, size_t n, int64_t *out)
 static lst_json_status get_expiration(struct json_object *obj, int64_t *out)
 {
     struct json_object *v;
-    if (!json_object_object_get_ex(obj, "live_session_token_expiration", &v) || v == NULL)
+    if (!json_object_object_get_ex(obj, "live_session_token_expiration", &v))
         return LST_JSON_MISSING_FIELD;
+    /* Present: anything but a usable epoch in ms is that field's problem. */
     switch (json_object_get_type(v)) {
     case json_type_int: {
         /* json-c keeps integers above INT64_MAX as uint64; get_int64 would
          * clamp them, so reject those explicitly. */
         int64_t i = json_object_get_int64(v);
         if (i < 0 || (i == INT64_MAX && json_object_get_uint64(v) != (uint64_t)INT64_MAX))
-            return LST_JSON_MISSING_FIELD;
+            return LST_JSON_BAD_EXPIRATION;
         *out = i;
         return LST_JSON_OK;
     }
@@ -83,7 +90,7 @@ static lst_json_status get_expiration(struct json_object *obj, int64_t *out)
         double d = json_object_get_double(v);
         /* Integral and exactly representable (some encoders write 1.7e12). */
         if (!(d >= 0.0 && d <= 9007199254740992.0) || d != (double)(int64_t)d)
-            return LST_JSON_MISSING_FIELD;
+            return LST_JSON_BAD_EXPIRATION;
         *out = (int64_t)d;
         return LST_JSON_OK;
     }
@@ -91,11 +98,11 @@ static lst_json_status get_expiration(struct json_object *obj, int64_t *out)
         int n = json_object_get_string_len(v);
         const char *s = json_object_get_string(v);
         if (n <= 0 || s == NULL || parse_digits(s, (size_t)n, out) != 0)
-            return LST_JSON_MISSING_FIELD;
+            return LST_JSON_BAD_EXPIRATION;
         return LST_JSON_OK;
     }
     default:
-        return LST_JSON_MISSING_FIELD;
+        return LST_JSON_BAD_EXPIRATION;
     }
 }
 
@@ -132,8 +139,10 @@ lst_json_status lst_json_parse(const char *buf, size_t len, lst_answer *out)
         st = LST_JSON_MISSING_FIELD;
         goto out;
     }
-    if ((st = get_string(obj, "diffie_hellman_response", &out->dh_response)) != LST_JSON_OK ||
-        (st = get_string(obj, "live_session_token_signature", &out->signature)) != LST_JSON_OK ||
+    if ((st = get_string(obj, "diffie_hellman_response", LST_JSON_BAD_DH, &out->dh_response)) !=
+            LST_JSON_OK ||
+        (st = get_string(obj, "live_session_token_signature", LST_JSON_MISSING_FIELD,
+                         &out->signature)) != LST_JSON_OK ||
         (st = get_expiration(obj, &out->expires_ms)) != LST_JSON_OK) {
         /* fall through to the cleanup */
     }

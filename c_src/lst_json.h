@@ -16,7 +16,9 @@
 typedef enum {
     LST_JSON_OK = 0,
     LST_JSON_NOT_JSON,      /* not one JSON value (or too big, or NUL bytes) */
-    LST_JSON_MISSING_FIELD, /* JSON, but a field is absent or has the wrong type */
+    LST_JSON_MISSING_FIELD, /* not an object, a field absent, or a bad signature field */
+    LST_JSON_BAD_DH,        /* diffie_hellman_response not a non-empty string */
+    LST_JSON_BAD_EXPIRATION, /* expiration not an integer 0..INT64_MAX (or digits) */
     LST_JSON_NOMEM
 } lst_json_status;
 
@@ -29,7 +31,8 @@ typedef struct {
 /* On anything but LST_JSON_OK, *out holds nothing to free. */
 lst_json_status lst_json_parse(const char *buf, size_t len, lst_answer *out);
 void lst_answer_free(lst_answer *a); /* NULL-safe, idempotent */
-/* "not_json" | "missing_field" | "nomem" (the Why of {bad_response, Why}). */
+/* "not_json" | "missing_field" | "lst_expiration" | "nomem" (the Why of
+ * {bad_response, Why}), or "bad_dh_response" (a reason of its own). */
 const char *lst_json_status_atom(lst_json_status st);
 
 #endif

@@ -26,7 +26,9 @@
 %% {@link request/4}). Other reasons: `{bad_config, Field, Why}',
 %% `not_authenticated', `lst_expired', `no_pending_handshake', `bad_dh_response',
 %% `lst_signature_mismatch', `{http, Status, Body}' (handshake refused),
-%% `{bad_response, not_json | missing_field}', `{transport, Kind}',
+%% `{bad_response, not_json | missing_field | lst_expiration}',
+%% `{transport, Kind}' (`Kind' e.g. `connect', `recv', `bad_status': a
+%% status line outside 100..599),
 %% `too_large', `cancelled', `rate_limited' (request/4: the rate limit
 %% cannot let it go before its deadline; not sent). No reason contains a key, the decrypted secret
 %% or the LST.
@@ -41,10 +43,14 @@
          websocket_info/1,
          stats/1, os_pid/1]).
 
--export_type([server/0, key/0, config/0, method/0, pins/0, request_opts/0,
+-export_type([server/0, name/0, key/0, config/0, method/0, pins/0, request_opts/0,
               sign_opts/0, response/0, stats/0, rate_limit/0, websocket/0]).
 
 -type server() :: pid() | atom() | {via, module(), term()} | {global, term()}.
+%% How a session is registered: as for `gen_server', or `{cluster, Name}':
+%% one session in the whole cluster, registered as `{global, Name}' (see
+%% {@link ibkr_oauth_cluster}).
+-type name() :: ibkr_oauth_session:name() | {cluster, term()}.
 -type key() :: {file, file:filename_all()} | {pem, binary()}.
 -type config() :: #{
     consumer_key        := binary(),
@@ -84,7 +90,7 @@
                    rate_limited := non_neg_integer(), rate_limit_queued := non_neg_integer(),
                    authenticated := boolean(), handshake_in_flight := boolean(),
                    expires_at := integer() | undefined, epoch := non_neg_integer(),
-                   os_pid := non_neg_integer() | undefined}.
+                   os_pid := non_neg_integer() | undefined, node := node()}.
 
 %% Waits for calls answered by the port without network (sign, lst_request...).
 -define(CALL_TIMEOUT, 15000).
@@ -95,7 +101,16 @@
 %% arrives before the call gives up.
 -define(CALL_MARGIN, 5000).
 -define(STOP_TIMEOUT, 15000).
+%% A cluster claimant stops its session (up to ?STOP_TIMEOUT) first.
+-define(CLAIMANT_SHUTDOWN, 20000).
 -define(MAX_BODY, 16777216).
+%% The port's limits (c_src/PROTOCOL.md), checked here first so that bad
+%% input is refused before anything is copied or sent: a URL (and so a
+%% path with its query) of at most 64 KiB, at most 100 request headers of
+%% at most 64 KiB together.
+-define(MAX_URL, 65536).
+-define(MAX_HEADERS, 100).
+-define(MAX_HEADER_BYTES, 65536).
 -define(MAX_TIMEOUT, 4294967295).   % the longest Erlang timer, ms
 -define(METHODS, [get, post, put, delete, patch, head]).
 
@@ -135,8 +150,12 @@ start_link(Name, Config) ->
 start_session(Config) ->
     ibkr_oauth_sup:start_session([Config]).
 
-%% @doc {@link start_session/1} with a registered name.
--spec start_session(ibkr_oauth_session:name(), config()) -> {ok, pid()} | {error, term()}.
+%% @doc {@link start_session/1} with a registered name. With
+%% `{cluster, Name}' the child is this node's claimant for the cluster
+%% session `{global, Name}' (see {@link child_spec/2}); the pid returned is
+%% the claimant's: stop it with {@link stop/1} (the session moves to another
+%% node), call the session as `{global, Name}'.
+-spec start_session(name(), config()) -> {ok, pid()} | {error, term()}.
 start_session(Name, Config) ->
     ibkr_oauth_sup:start_session([Name, Config]).
 
@@ -159,7 +178,23 @@ child_spec(Config) ->
 %% `{local, Atom}', else `Name' itself), so several named sessions can live
 %% under one supervisor. Elixir:
 %% `:ibkr_oauth.child_spec({:local, MyApp.IBKR}, config)'.
--spec child_spec(ibkr_oauth_session:name(), config()) -> supervisor:child_spec().
+%%
+%% `{cluster, Name}': put this child in the supervision tree of every node
+%% of a cluster; exactly one session, registered as `{global, Name}', runs
+%% in the connected cluster, and another node starts a new one (its own
+%% handshake) when it goes down. The child is a claimant
+%% ({@link ibkr_oauth_cluster}), id `{cluster, Name}', 20 s shutdown (the
+%% owner's claimant stops its session first, which logs out). The key files
+%% must exist on every node. Elixir:
+%% `:ibkr_oauth.child_spec({:cluster, MyApp.IBKR}, config)'.
+-spec child_spec(name(), config()) -> supervisor:child_spec().
+child_spec({cluster, Name} = Id, Config) ->
+    #{id => Id,
+      start => {ibkr_oauth_cluster, start_link, [Name, ibkr_oauth_config:seal(Config)]},
+      restart => permanent,
+      shutdown => ?CLAIMANT_SHUTDOWN,
+      type => worker,
+      modules => [ibkr_oauth_cluster]};
 child_spec(Name, Config) ->
     Spec = #{start := {M, F, [Sealed]}} = child_spec(Config),
     Id = case Name of
@@ -226,7 +261,7 @@ lst_request(Server, Pins) ->
 lst_complete(Server, Answer) when is_map(Answer) ->
     Fields = [{diffie_hellman_response, fun is_binary/1},
               {live_session_token_signature, fun is_binary/1},
-              {live_session_token_expiration, fun is_integer/1}],
+              {live_session_token_expiration, fun is_non_neg_integer/1}],
     case [K || {K, Ok} <- Fields, not (is_map_key(K, Answer) andalso Ok(maps:get(K, Answer)))] of
         [] -> call(Server, {lst_complete, maps:with([K || {K, _} <- Fields], Answer)},
                    ?CALL_TIMEOUT);
@@ -252,8 +287,10 @@ sign(Server, Method, Url) -> sign(Server, Method, Url, #{}).
 
 %% @doc The `Authorization' value for a request made with your own HTTP
 %% client (HMAC-SHA256 with the LST). `Method' is an atom or a binary (any
-%% case); a query in `Url' is signed as IBKR specifies (decoded parameters
-%% in the base string, see `query_signing'). Options: `nonce', `timestamp'
+%% case). `Url' is an absolute `http://' or `https://' URL with a host, at
+%% most 64 KiB of valid UTF-8 without control characters (else
+%% `{error, {badarg, url}}'); a query in it is signed as IBKR specifies
+%% (decoded parameters in the base string, see `query_signing'). Options: `nonce', `timestamp'
 %% (pins, for tests), `lst' (sign with this LST instead of the session's).
 %% When the session's own LST has expired the answer is
 %% `{error, lst_expired}' (call {@link authenticate/1}); an LST passed as
@@ -261,17 +298,77 @@ sign(Server, Method, Url) -> sign(Server, Method, Url, #{}).
 -spec sign(server(), method() | binary(), binary(), sign_opts()) ->
     {ok, binary()} | {error, term()}.
 sign(Server, Method, Url, Opts) ->
-    case {method_bin(Method), Url} of
+    case {method_bin(Method), abs_url(Url)} of
         {error, _} -> {error, {badarg, method}};
-        {M, <<_, _/binary>>} ->
+        {_, false} -> {error, {badarg, url}};
+        {M, true} ->
             case check_opts(Opts, [{nonce, fun is_nonempty_binary/1},
                                    {timestamp, fun is_non_neg_integer/1},
                                    {lst, fun is_nonempty_binary/1}], opts) of
                 {ok, O} -> call(Server, {port, {sign, M, Url, O}}, ?CALL_TIMEOUT);
                 {error, _} = E -> E
-            end;
-        _ -> {error, {badarg, url}}
+            end
     end.
+
+%% `http(s)://host[:port]', then nothing or `/', `?', `#' and the rest;
+%% valid UTF-8 without control characters; size checked first. The port
+%% checks the same (host and port in detail).
+-spec abs_url(term()) -> boolean().
+abs_url(Url) when is_binary(Url), byte_size(Url) =< ?MAX_URL ->
+    case after_scheme(Url) of
+        {ok, Rest} -> after_authority(Rest) andalso utf8_text(Url);
+        error -> false
+    end;
+abs_url(_) -> false.
+
+-spec after_scheme(binary()) -> {ok, binary()} | error.
+after_scheme(<<H, T1, T2, P, "://", Rest/binary>>)
+  when H bor 32 =:= $h, T1 bor 32 =:= $t, T2 bor 32 =:= $t, P bor 32 =:= $p ->
+    {ok, Rest};
+after_scheme(<<H, T1, T2, P, S, "://", Rest/binary>>)
+  when H bor 32 =:= $h, T1 bor 32 =:= $t, T2 bor 32 =:= $t, P bor 32 =:= $p,
+       S bor 32 =:= $s ->
+    {ok, Rest};
+after_scheme(_) -> error.
+
+%% A non-empty host (name, IPv4 or [IPv6]), an optional port, then the end
+%% or a path, query or fragment.
+-spec after_authority(binary()) -> boolean().
+after_authority(<<"[", Rest/binary>>) -> ipv6(Rest, 0);
+after_authority(Bin) -> host(Bin, 0).
+
+-spec ipv6(binary(), non_neg_integer()) -> boolean().
+ipv6(<<"]", Rest/binary>>, N) -> N >= 2 andalso after_host(Rest);
+ipv6(<<C, Rest/binary>>, N)
+  when C >= $0, C =< $9; C >= $a, C =< $f; C >= $A, C =< $F; C =:= $:; C =:= $. ->
+    ipv6(Rest, N + 1);
+ipv6(_, _) -> false.
+
+-spec host(binary(), non_neg_integer()) -> boolean().
+host(<<C, Rest/binary>>, N)
+  when C >= $a, C =< $z; C >= $A, C =< $Z; C >= $0, C =< $9; C =:= $-; C =:= $.; C =:= $_ ->
+    host(Rest, N + 1);
+host(Rest, N) -> N >= 1 andalso N =< 253 andalso after_host(Rest).
+
+-spec after_host(binary()) -> boolean().
+after_host(<<":", Rest/binary>>) -> port(Rest, 0, 0);
+after_host(Rest) -> after_port(Rest).
+
+-spec port(binary(), non_neg_integer(), non_neg_integer()) -> boolean().
+port(<<C, Rest/binary>>, Digits, P) when C >= $0, C =< $9, Digits < 5 ->
+    port(Rest, Digits + 1, P * 10 + C - $0);
+port(Rest, _Digits, P) -> P >= 1 andalso P =< 65535 andalso after_port(Rest).
+
+-spec after_port(binary()) -> boolean().
+after_port(<<>>) -> true;
+after_port(<<C, _/binary>>) -> C =:= $/ orelse C =:= $? orelse C =:= $#.
+
+%% Valid UTF-8 without ASCII control characters, matched in place.
+-spec utf8_text(binary()) -> boolean().
+utf8_text(<<C, Rest/binary>>) when C >= 32, C < 127 -> utf8_text(Rest);
+utf8_text(<<C/utf8, Rest/binary>>) when C >= 128 -> utf8_text(Rest);
+utf8_text(<<>>) -> true;
+utf8_text(_) -> false.
 
 %%====================================================================
 %% Requests
@@ -286,9 +383,13 @@ request(Server, Method, Path) -> request(Server, Method, Path, #{}).
 %% `Path' is relative to `base_url' and starts with `/'. Options: `query'
 %% (pairs of binaries, percent-encoded here: RFC 3986 unreserved characters
 %% kept, everything else `%XX'), `body' (iodata, e.g. JSON; set a
-%% `content-type' header yourself), `headers', `timeout' (ms, default the
-%% session's `request_timeout'; the whole request including waiting for a
-%% handshake and retries).
+%% `content-type' header yourself), `headers' (at most 100 `{Name, Value}'
+%% binaries, 64 KiB together, else `{error, {badarg, headers}}'), `timeout'
+%% (ms or `infinity', default the session's `request_timeout'; the whole
+%% request including waiting for a handshake and retries; `0' is a deadline
+%% already passed: `{error, timeout}' at once, nothing sent). A path with its
+%% query over 64 KiB is `{error, {badarg, url}}'. Every bad argument is
+%% refused before anything is copied or sent, its sizes checked first.
 %%
 %% Without a usable LST (none, or expiring within `refresh_margin') the
 %% session authenticates first, one handshake for all waiting requests. A
@@ -340,11 +441,14 @@ request(Server, Method, Path, Opts) ->
         throw:too_large -> {error, too_large}
     end.
 
-%% length/1 in a guard also refuses an improper list (which would crash the
-%% list comprehension in the caller).
+%% Sizes first (the path, then the query pairs' bytes in one bounded walk),
+%% then the bytes scanned in place: a huge path or query is refused at once.
 -spec path_query(term(), term()) -> binary().
-path_query(<<"/", _/binary>> = Path, Query) when is_list(Query), length(Query) >= 0 ->
+path_query(<<"/", _/binary>> = Path, _) when byte_size(Path) > ?MAX_URL ->
+    throw({badarg, url});
+path_query(<<"/", _/binary>> = Path, Query) ->
     no_ctl(Path) orelse throw({badarg, path}),
+    query_fits(Query, byte_size(Path)),
     case encode_query(Query) of
         <<>> -> Path;
         Q ->
@@ -352,26 +456,33 @@ path_query(<<"/", _/binary>> = Path, Query) when is_list(Query), length(Query) >
                       nomatch -> <<"?">>;
                       _ -> <<"&">>
                   end,
-            <<Path/binary, Sep/binary, Q/binary>>
+            PQ = <<Path/binary, Sep/binary, Q/binary>>,
+            byte_size(PQ) =< ?MAX_URL orelse throw({badarg, url}),
+            PQ
     end;
-path_query(<<"/", _/binary>>, _) -> throw({badarg, query});
 path_query(_, _) -> throw({badarg, path}).
 
 %% No whitespace or control characters in a path given as is.
 -spec no_ctl(binary()) -> boolean().
-no_ctl(B) -> not lists:any(fun(C) -> C =< 32 orelse C =:= 127 end, binary_to_list(B)).
+no_ctl(<<C, _/binary>>) when C =< 32; C =:= 127 -> false;
+no_ctl(<<_, Rest/binary>>) -> no_ctl(Rest);
+no_ctl(<<>>) -> true.
 
--spec encode_query(list()) -> binary().
+%% A proper list of {Key, Value} binaries ({badarg, query} otherwise) whose
+%% encoding can fit in a URL: each pair takes at least its bytes plus `='
+%% and a separator, so the walk stops ({badarg, url}) as soon as the total
+%% passes the limit, however long the list.
+-spec query_fits(term(), non_neg_integer()) -> ok.
+query_fits([], _Bytes) -> ok;
+query_fits([{K, V} | Rest], Bytes) when is_binary(K), is_binary(V) ->
+    Bytes1 = Bytes + byte_size(K) + byte_size(V) + 2,
+    Bytes1 =< ?MAX_URL orelse throw({badarg, url}),
+    query_fits(Rest, Bytes1);
+query_fits(_, _) -> throw({badarg, query}).
+
+-spec encode_query([{binary(), binary()}]) -> binary().
 encode_query(Pairs) ->
-    Parts = [begin
-                 (is_binary(K) andalso is_binary(V)) orelse throw({badarg, query}),
-                 [pct(K), $=, pct(V)]
-             end || P <- Pairs, {K, V} <- [pair(P)]],
-    iolist_to_binary(lists:join($&, Parts)).
-
--spec pair(term()) -> {term(), term()}.
-pair({K, V}) -> {K, V};
-pair(_) -> throw({badarg, query}).
+    iolist_to_binary(lists:join($&, [[pct(K), $=, pct(V)] || {K, V} <- Pairs])).
 
 %% RFC 3986 percent-encoding: unreserved characters kept, every other byte
 %% %XX (upper-case hex).
@@ -381,25 +492,34 @@ pct(Bin) -> << <<(pct_char(C))/binary>> || <<C>> <= Bin >>.
 -spec pct_char(byte()) -> binary().
 pct_char(C) when C >= $A, C =< $Z; C >= $a, C =< $z; C >= $0, C =< $9;
                  C =:= $-; C =:= $.; C =:= $_; C =:= $~ -> <<C>>;
-pct_char(C) ->
-    Hex = "0123456789ABCDEF",
-    <<$%, (lists:nth(C div 16 + 1, Hex)), (lists:nth(C rem 16 + 1, Hex))>>.
+pct_char(C) -> <<$%, (hex(C bsr 4)), (hex(C band 15))>>.
 
+-spec hex(0..15) -> byte().
+hex(N) when N < 10 -> $0 + N;
+hex(N) -> $A + N - 10.
+
+%% At most ?MAX_HEADERS {Name, Value} binaries of ?MAX_HEADER_BYTES
+%% together: the walk stops at the first one over, however long the list.
 -spec headers(term()) -> [{binary(), binary()}].
-headers(H) when is_list(H), length(H) >= 0 ->
-    [case X of
-         {N, V} when is_binary(N), is_binary(V), byte_size(N) > 0 -> {N, V};
-         _ -> throw({badarg, headers})
-     end || X <- H];
-headers(_) -> throw({badarg, headers}).
+headers(H) -> headers(H, 0, 0), H.
 
+-spec headers(term(), non_neg_integer(), non_neg_integer()) -> ok.
+headers([], _Count, _Bytes) -> ok;
+headers([{N, V} | Rest], Count, Bytes)
+  when is_binary(N), is_binary(V), byte_size(N) > 0, Count < ?MAX_HEADERS ->
+    Bytes1 = Bytes + byte_size(N) + byte_size(V),
+    Bytes1 =< ?MAX_HEADER_BYTES orelse throw({badarg, headers}),
+    headers(Rest, Count + 1, Bytes1);
+headers(_, _, _) -> throw({badarg, headers}).
+
+%% The size first: no 1 GiB copy just to refuse it.
 -spec body(term()) -> binary().
 body(B) ->
-    Bin = try iolist_to_binary(B)
-          catch error:badarg -> throw({badarg, body})
-          end,
-    byte_size(Bin) =< ?MAX_BODY orelse throw(too_large),
-    Bin.
+    Size = try iolist_size(B)
+           catch error:badarg -> throw({badarg, body})
+           end,
+    Size =< ?MAX_BODY orelse throw(too_large),
+    iolist_to_binary(B).
 
 %%====================================================================
 %% Websocket
@@ -441,13 +561,21 @@ websocket_info(Server) ->
 %% `rate_limit_queued' (requests waiting for it now),
 %% `authenticated' (an unexpired LST is held),
 %% `handshake_in_flight', `expires_at' (epoch ms or `undefined'), `epoch'
-%% (number of LSTs so far), `os_pid' (of the port program).
+%% (number of LSTs so far), `os_pid' (of the port program), `node' (where
+%% the session runs: with `{global, Name}', e.g. a cluster session, the node
+%% that owns it now).
 -spec stats(server()) -> stats() | {error, term()}.
 stats(Server) ->
-    case call(Server, stats, ?CALL_TIMEOUT) of
-        #{epoch := _} = Stats -> Stats;
-        {error, _} = E -> E;
-        _ -> {error, {badarg, server}}           % not a session
+    case valid_server(Server) andalso whereis_server(Server) of
+        false -> {error, {badarg, server}};
+        undefined -> {error, noproc};
+        Pid ->
+            %% the pid found answers, so `node' is the node that answered
+            case call(Pid, stats, ?CALL_TIMEOUT) of
+                #{epoch := _} = Stats -> Stats#{node => node(Pid)};
+                {error, _} = E -> E;
+                _ -> {error, {badarg, server}}   % not a session
+            end
     end.
 
 %% @doc The OS pid of the session's port program.
@@ -486,6 +614,18 @@ exit_reason({nodedown, _}) -> noproc;
 exit_reason({undef, _}) -> noproc;              % {via, M, _}: M has no whereis_name/1
 exit_reason(killed) -> port_down;
 exit_reason(_) -> port_down.
+
+-spec whereis_server(server()) -> pid() | undefined.
+whereis_server(Pid) when is_pid(Pid) -> Pid;
+whereis_server(Atom) when is_atom(Atom) -> whereis(Atom);
+whereis_server({global, Name}) -> global:whereis_name(Name);
+whereis_server({via, M, Name}) ->
+    try M:whereis_name(Name) of
+        Pid when is_pid(Pid) -> Pid;
+        _ -> undefined
+    catch
+        _:_ -> undefined
+    end.
 
 -spec valid_server(term()) -> boolean().
 valid_server(P) when is_pid(P); is_atom(P) -> true;

@@ -155,7 +155,8 @@ known_atoms() ->
      log, debug, info, notice, warning, emergency, alert, critical,
      %% transport
      resolve, connect, tls, send, recv, too_large, other, cancelled, timeout,
-     http, transport, bad_response, not_json, missing_field,
+     http, transport, bad_response, not_json, missing_field, sent, bad_status,
+     lst_expiration,
      %% commands
      init, echo, cancel, stats, lst_request, lst_complete,
      live_session_token, authenticate,

@@ -834,13 +834,12 @@ handshake_timeout(#st{request_timeout = infinity}) -> 60000;
 handshake_timeout(#st{request_timeout = T}) -> min(T, ?PORT_MAX_TIMEOUT).
 
 %% The port's own limit for one attempt: the time left before the caller's
-%% deadline, at most 2^31-1 ms, the most the port takes (a longer deadline
-%% is the session's own timer's business). Never 0, which at the port means
-%% "already expired". (The port is gaining `infinity' for "no limit"; until
-%% every port has it, an unlimited deadline sends the largest finite value.)
--spec port_timeout(pos_integer() | infinity) -> pos_integer().
+%% deadline, or `infinity' (no limit) when that is more than the port takes
+%% (2^31-1 ms): the session's own deadline timer ends it then. Never 0, which
+%% at the port means "already expired".
+-spec port_timeout(pos_integer() | infinity) -> pos_integer() | infinity.
 port_timeout(Ms) when is_integer(Ms), Ms =< ?PORT_MAX_TIMEOUT -> Ms;
-port_timeout(_) -> ?PORT_MAX_TIMEOUT.
+port_timeout(_) -> infinity.
 
 %%====================================================================
 %% Keep-alive, websocket, logout

@@ -18,7 +18,8 @@
          init_per_testcase/2, end_per_testcase/2]).
 -export([api_arguments/1, config_field_types/1, bad_keys_and_pems/1,
          bad_dh_prime/1, bad_lst_answers/1, huge_and_non_utf8_requests/1,
-         split_and_truncated_frames/1]).
+         split_and_truncated_frames/1, header_cap/1, sign_url_not_absolute_http/1,
+         huge_inputs_refused_at_once/1]).
 -export([init/1]).
 
 -define(F, ibkr_fake_server).
@@ -36,7 +37,8 @@ suite() -> [{timetrap, {minutes, 2}}].
 
 all() ->
     [api_arguments, config_field_types, bad_keys_and_pems, bad_dh_prime,
-     bad_lst_answers, huge_and_non_utf8_requests, split_and_truncated_frames].
+     bad_lst_answers, huge_and_non_utf8_requests, split_and_truncated_frames, header_cap,
+     sign_url_not_absolute_http, huge_inputs_refused_at_once].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ibkr_oauth),
@@ -44,7 +46,7 @@ init_per_suite(Config) ->
 
 end_per_suite(_Config) -> ok.
 
-init_per_testcase(huge_and_non_utf8_requests, Config) ->
+init_per_testcase(Case, Config) when Case =:= huge_and_non_utf8_requests; Case =:= header_cap ->
     {ok, #{config := Client}} = ?F:start_from_vectors(public, #{ca_dir => ?config(priv_dir, Config)}),
     {ok, S} = ibkr_oauth:start_link(Client),
     [{session, S} | Config];
@@ -59,6 +61,7 @@ end_per_testcase(Case, Config) ->
     ok = ibkr_oauth:stop(S),
     case Case of
         huge_and_non_utf8_requests -> ?F:stop();
+        header_cap -> ?F:stop();
         _ -> ok
     end.
 
@@ -87,8 +90,9 @@ api_arguments(Config) ->
     [expect({error, {badarg, method}}, fun() -> ibkr_oauth:sign(S, M, ?URL) end)
      || M <- ?JUNK ++ [<<>>, <<"G T">>, <<"GET\0">>, <<"GÉT"/utf8>>, binary:copy(<<"G">>, 17), 'GET', brew]],
     [expect({error, {badarg, url}}, fun() -> ibkr_oauth:sign(S, get, U) end)
-     || U <- ?JUNK ++ [<<>>, <<"https://a/\0">>, <<"https://a/", (binary:copy(<<"u">>, 70000))/binary>>]],
-    expect({error, too_large}, fun() -> ibkr_oauth:sign(S, get, <<"https://a/", (binary:copy(<<"u">>, 17 bsl 20))/binary>>) end),
+     || U <- ?JUNK ++ [<<>>, <<"https://a/\0">>, <<"https://a/", (binary:copy(<<"u">>, 70000))/binary>>,
+                       %% over the frame limit: its size alone refuses it
+                       <<"https://a/", (binary:copy(<<"u">>, 17 bsl 20))/binary>>]],
     [expect({error, {badarg, opts}}, fun() -> ibkr_oauth:sign(S, get, ?URL, O) end)
      || O <- ?JUNK, not is_map(O)],
     [expect({error, {badarg, K}}, fun() -> ibkr_oauth:sign(S, get, ?URL, #{K => V}) end)
@@ -112,8 +116,9 @@ api_arguments(Config) ->
                live_session_token_expiration => 0},
     [expect({error, {badarg, K}}, fun() -> ibkr_oauth:lst_complete(S, Answer#{K := V}) end)
      || K <- maps:keys(Answer), V <- ?JUNK, not is_integer(V) orelse K =/= live_session_token_expiration],
-    expect({error, {badarg, live_session_token_expiration}},
-           fun() -> ibkr_oauth:lst_complete(S, Answer#{live_session_token_expiration := 1 bsl 70}) end),
+    [expect({error, {badarg, live_session_token_expiration}},
+            fun() -> ibkr_oauth:lst_complete(S, Answer#{live_session_token_expiration := E}) end)
+     || E <- [1 bsl 70, -1, -1700000000000]],
     %% request/3,4 (checked before anything is sent: no handshake happens)
     [expect({error, {badarg, method}}, fun() -> ibkr_oauth:request(S, M, <<"/x">>) end)
      || M <- ?JUNK ++ [<<"GET">>, 'GET', options, connect, trace]],
@@ -269,6 +274,12 @@ bad_lst_answers(Config) ->
     [expect({error, Why}, fun() -> ibkr_oauth:lst_complete(S, Good#{live_session_token_signature := V}) end)
      || {V, Why} <- Sigs],
     ?assertEqual({error, not_authenticated}, ibkr_oauth:live_session_token(S)),
+    %% A negative expiration, refused by the port too.
+    {ok, P, _} = ibkr_oauth_port:open(),
+    ok = ?L:port_call(P, 1, {init, ?L:port_config(#{})}),
+    ?assertEqual({error, {badarg, live_session_token_expiration}},
+                 ?L:port_call(P, 2, {lst_complete, Good#{live_session_token_expiration := -1}})),
+    ibkr_oauth_port:close(P),
     %% Upper-case hex is the same answer.
     {ok, _} = ibkr_oauth:lst_complete(S, Good#{diffie_hellman_response := string:uppercase(B)}),
     ?assertEqual({ok, maps:get(live_session_token, Case)},
@@ -336,7 +347,100 @@ split_and_truncated_frames(_Config) ->
     port_close(Port2),
     ok = ?L:wait_until(fun() -> not ?L:os_alive(OsPid2) end, 5000).
 
+%% Request headers are capped at 100, 64 KiB together (PROTOCOL.md), in
+%% Erlang before the frame is built and again in the port: 60,000 and
+%% 100,000 headers are refused at once while other callers keep signing
+%% (they used to take the port's single loop for seconds: appending to a
+%% libcurl list walked it every time), and exactly 100 go out.
+header_cap(Config) ->
+    S = ?config(session, Config),
+    {ok, _} = ibkr_oauth:authenticate(S),
+    Hs = fun(N) -> [{<<"x-h", (integer_to_binary(I))/binary>>, <<"v">>} || I <- lists:seq(1, N)] end,
+    Signers = ?L:spawn_callers([fun() -> [ibkr_oauth:sign(S, get, ?URL) || _ <- lists:seq(1, 200)] end
+                                || _ <- lists:seq(1, 4)]),
+    [expect({error, {badarg, headers}},
+            fun() -> ibkr_oauth:request(S, get, <<"/echo">>, #{headers => Hs(N)}) end)
+     || N <- [101, 60000, 100000]],
+    %% 64 KiB of names and values, one byte over
+    Big = [{<<"x-a">>, binary:copy(<<"a">>, 40000)}, {<<"x-b">>, binary:copy(<<"b">>, 65536 - 40000 - 6 + 1)}],
+    expect({error, {badarg, headers}}, fun() -> ibkr_oauth:request(S, get, <<"/echo">>, #{headers => Big}) end),
+    Signed = lists:append(?L:collect(Signers, 60000)),
+    ?assertEqual(800, length([ok || {ok, <<"OAuth ", _/binary>>} <- Signed])),
+    %% at the cap: sent, and the server saw all 100
+    {ok, #{status := 200, body := Echo}} = ibkr_oauth:request(S, get, <<"/echo">>, #{headers => Hs(100)}),
+    ?assertNotEqual(nomatch, binary:match(Echo, <<"x-h100">>)),
+    ?assertMatch(#{bad_signatures := 0}, ?F:stats()),
+    %% The port's own check, for a caller that bypasses the API.
+    {ok, P, _} = ibkr_oauth_port:open(),
+    ok = ?L:port_call(P, 1, {init, ?L:port_config(#{})}),
+    Http = fun(H) -> {http, #{method => <<"GET">>, url => <<"http://127.0.0.1:1/x">>, sign => false,
+                              headers => H}} end,
+    [?assertEqual({error, {badarg, headers}}, ?L:port_call(P, 10 + I, Http(H)))
+     || {I, H} <- lists:enumerate([Hs(101), Hs(60000), Hs(100000), Big])],
+    ?assertMatch({error, {transport, connect, #{sent := false}}}, ?L:port_call(P, 20, Http(Hs(100)))),
+    ibkr_oauth_port:close(P).
+
+%% sign/3 wants an absolute http(s) URL of valid UTF-8 (PROTOCOL.md); the
+%% API checks it and so does the port's sign command.
+sign_url_not_absolute_http(Config) ->
+    S = ?config(session, Config),
+    _ = vector_lst(S),
+    Bad = [<<"/portfolio/accounts">>, <<"portfolio/accounts">>, <<"ftp://api.ibkr.com/x">>,
+           <<"file:///etc/passwd">>, <<"https://">>, <<"https:///x">>, <<"https://u@h/x">>,
+           <<"https://h:0/x">>, <<"https://h:65536/x">>, <<"https://h\\x">>,
+           <<"https://h/", 255, 254>>, <<"https://h/", 16#C3>>, <<"https://h/", 16#C0, 16#AF>>,
+           <<"https://h/", 16#ED, 16#A0, 16#80>>, <<"https://h/a\r\nb">>, <<"https://h/\d">>],
+    Good = [?URL, <<"HTTP://127.0.0.1:8080">>, <<"https://[::1]/x?a=b#f">>,
+            <<"https://h/caf", "é"/utf8>>],
+    [expect({error, {badarg, url}}, fun() -> ibkr_oauth:sign(S, get, U) end) || U <- Bad],
+    [expect(fun({ok, <<"OAuth ", _/binary>>}) -> true; (_) -> false end,
+            fun() -> ibkr_oauth:sign(S, get, U) end) || U <- Good],
+    {ok, P, _} = ibkr_oauth_port:open(),
+    ok = ?L:port_call(P, 1, {init, ?L:port_config(#{})}),
+    [?assertEqual({U, {error, {badarg, url}}}, {U, ?L:port_call(P, 2, {sign, <<"GET">>, U, #{}})})
+     || U <- Bad],
+    %% (no LST in this port: past the URL check, that is the answer)
+    [?assertEqual({U, {error, not_authenticated}}, {U, ?L:port_call(P, 3, {sign, <<"GET">>, U, #{}})})
+     || U <- Good],
+    ibkr_oauth_port:close(P).
+
+%% Huge arguments are refused by their size before their bytes are looked
+%% at: a 100 MB path, a million query pairs, a 100 MB query value or header,
+%% a 1 GiB body given as iodata. Each answer costs the caller a bounded
+%% number of reductions (a deterministic measure of work: walking 100 MB in
+%% Erlang costs over 10^8), and nothing reaches the session.
+huge_inputs_refused_at_once(Config) ->
+    S = ?config(session, Config),
+    Huge = binary:copy(<<"p">>, 100 bsl 20),
+    %% (built here: a 100 MB copy inside the measured fun would count)
+    HugePath = <<"/", Huge/binary>>,
+    HugeUrl = <<"https://h/", Huge/binary>>,
+    Pairs = lists:duplicate(1000000, {<<"k">>, <<"v">>}),
+    MiB = binary:copy(<<"b">>, 1 bsl 20),
+    Cases = [{{badarg, url}, fun() -> ibkr_oauth:request(S, get, HugePath) end},
+             {{badarg, url}, fun() -> ibkr_oauth:request(S, get, <<"/x">>, #{query => Pairs}) end},
+             {{badarg, url}, fun() -> ibkr_oauth:request(S, get, <<"/x">>, #{query => [{<<"q">>, Huge}]}) end},
+             {{badarg, headers}, fun() -> ibkr_oauth:request(S, get, <<"/x">>, #{headers => [{<<"x">>, Huge}]}) end},
+             {{badarg, headers}, fun() -> ibkr_oauth:request(S, get, <<"/x">>, #{headers => Pairs}) end},
+             {too_large, fun() -> ibkr_oauth:request(S, post, <<"/x">>, #{body => lists:duplicate(1024, MiB)}) end},
+             {{badarg, url}, fun() -> ibkr_oauth:sign(S, get, HugeUrl) end}],
+    [expect_cheap({error, Why}, F, 200000) || {Why, F} <- Cases],
+    ?assertMatch(#{requests := 0, in_flight := 0}, ibkr_oauth:stats(S)).
+
 %%% ---------------------------------------------------------------- helpers
+
+%% expect/2, and the caller's process spent at most MaxReductions on it.
+expect_cheap(Want, Fun, MaxReductions) ->
+    expect(fun({R, Reds}) when R =:= Want, Reds =< MaxReductions -> true;
+              (_) -> false
+           end,
+           fun() ->
+                   {reductions, R0} = process_info(self(), reductions),
+                   R = Fun(),
+                   {reductions, R1} = process_info(self(), reductions),
+                   {R, R1 - R0}
+           end).
+
 
 %% supervisor callback (api_arguments/1: child_spec/1 with a bad config).
 init([]) -> {ok, {#{strategy => one_for_one}, []}}.

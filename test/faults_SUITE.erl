@@ -23,7 +23,8 @@
          retry_after_gap_honoured/1, slow_handshake_request_timeout/1,
          server_refuses_everything/1, clock_skew/1, stopped_port_during_handshake/1,
          queued_requests_survive_port_crash/1, lst_expiration_refused/1,
-         lst_expiration_background_backoff/1, lst_expiration_far_future/1]).
+         lst_expiration_background_backoff/1, lst_expiration_far_future/1,
+         status_outside_http/1, port_timeout_zero_and_infinity/1, lst_answer_fields_named/1]).
 -export([init/1]).
 
 -define(F, ibkr_fake_server).
@@ -45,7 +46,9 @@ all() ->
      handshake_faults_reach_waiting_requests, retry_after_gap_honoured,
      slow_handshake_request_timeout, server_refuses_everything, clock_skew,
      stopped_port_during_handshake, queued_requests_survive_port_crash,
-     lst_expiration_refused, lst_expiration_background_backoff, lst_expiration_far_future].
+     lst_expiration_refused, lst_expiration_background_backoff, lst_expiration_far_future,
+     status_outside_http, port_timeout_zero_and_infinity,
+     lst_answer_fields_named].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ibkr_oauth),
@@ -155,6 +158,98 @@ lst_expiration_far_future(Config) ->
     ?assertEqual({ok, #{expires_at => Far}}, ibkr_oauth:authenticate(S)),
     ?assertMatch({ok, #{status := 200}}, ibkr_oauth:request(S, get, ?API, #{})),
     ?assertMatch(#{authenticated := true, expires_at := Far, handshakes := 1}, ibkr_oauth:stats(S)).
+
+%% A server answering a status line outside 100..599 does not speak HTTP:
+%% {transport, bad_status} (it used to come back as {ok, #{status => 999}}).
+%% The request reached it, so a POST is not resent; at the port the facts
+%% say so.
+status_outside_http(_Config) ->
+    {ok, Stub} = ibkr_http_stub:start(fun(#{path := <<"/s", Code/binary>>}, _) ->
+                                              {binary_to_integer(Code), [], <<"x">>};
+                                         (Req, N) -> ibkr_http_stub:ibkr_handler(Req, N)
+                                      end),
+    Url = ibkr_http_stub:url(Stub),
+    {ok, S} = ibkr_oauth:start_link(ibkr_test_lib:vector_config(public, #{base_url => Url})),
+    unlink(S),
+    ?assertEqual({error, {transport, bad_status}}, ibkr_oauth:request(S, get, <<"/s999">>)),
+    ?assertEqual({error, {transport, bad_status}},
+                 ibkr_oauth:request(S, post, <<"/s600">>, #{body => <<"{}">>})),
+    ?assertEqual(1, ibkr_http_stub:count(Stub, <<"/s600">>)),
+    ?assertMatch({ok, #{status := 599}}, ibkr_oauth:request(S, get, <<"/s599">>)),
+    ok = ibkr_oauth:stop(S),
+    {ok, P, _} = ibkr_oauth_port:open(),
+    ok = ?L:port_call(P, 1, {init, ?L:port_config(#{base_url => Url})}),
+    ?assertEqual({error, {transport, bad_status, #{sent => true}}},
+                 ?L:port_call(P, 2, {http, #{method => <<"GET">>, url => <<Url/binary, "/s999">>,
+                                            sign => false}})),
+    ibkr_oauth_port:close(P),
+    ibkr_http_stub:stop(Stub).
+
+%% One meaning of `timeout' on both sides: 0 is a deadline already passed
+%% ({error, timeout} at once, nothing sent; the port used to read 0 as "no
+%% limit"), `infinity' is no limit (the session sends that for an infinite
+%% deadline).
+port_timeout_zero_and_infinity(_Config) ->
+    {ok, Stub} = ibkr_http_stub:start(fun(#{path := <<"/slow">>}, _) -> {delay, 300, {200, [], <<"late">>}};
+                                         (Req, N) -> ibkr_http_stub:ibkr_handler(Req, N)
+                                      end),
+    Url = ibkr_http_stub:url(Stub),
+    {ok, P, _} = ibkr_oauth_port:open(),
+    ok = ?L:port_call(P, 1, {init, ?L:port_config(#{base_url => Url})}),
+    Get = fun(T) -> {http, #{method => <<"GET">>, url => <<Url/binary, "/slow">>, sign => false,
+                             timeout => T}} end,
+    ?assertEqual({error, timeout}, ?L:port_call(P, 2, Get(0))),
+    ?assertEqual({error, timeout}, ?L:port_call(P, 3, {authenticate, #{timeout => 0}})),
+    ?assertEqual(0, ibkr_http_stub:count(Stub, <<"/slow">>)),
+    ?assertEqual(0, ibkr_http_stub:count(Stub, ?LST_PATH)),
+    ?assertMatch({ok, #{status := 200, body := <<"late">>}}, ?L:port_call(P, 4, Get(infinity))),
+    ?assertMatch({ok, #{expires_at := _}}, ?L:port_call(P, 5, {authenticate, #{timeout => infinity}})),
+    [?assertEqual({T, {error, {badarg, timeout}}}, {T, ?L:port_call(P, 6, Get(T))})
+     || T <- [-1, 1 bsl 31, forever, 1.5, <<"0">>]],
+    ibkr_oauth_port:close(P),
+    {ok, S} = ibkr_oauth:start_link(ibkr_test_lib:vector_config(public, #{base_url => Url,
+                                                                         request_timeout => infinity})),
+    unlink(S),
+    ?assertEqual({error, timeout}, ibkr_oauth:request(S, get, <<"/slow">>, #{timeout => 0})),
+    ?assertEqual(1, ibkr_http_stub:count(Stub, <<"/slow">>)),
+    ?assertMatch({ok, #{status := 200, body := <<"late">>}}, ibkr_oauth:request(S, get, <<"/slow">>)),
+    ?assertMatch({ok, #{status := 200, body := <<"late">>}},
+                 ibkr_oauth:request(S, get, <<"/slow">>, #{timeout => infinity})),
+    ok = ibkr_oauth:stop(S),
+    ibkr_http_stub:stop(Stub).
+
+%% LST answers whose fields are there but unusable name the field and the
+%% problem (they used to be {bad_response, missing_field}): an empty or
+%% non-string DH response, an expiration that is negative, beyond 64 bits,
+%% fractional or not digits. A field that is absent is missing_field.
+lst_answer_fields_named(_Config) ->
+    {ok, Stub} = ibkr_http_stub:start(fun ibkr_http_stub:ibkr_handler/2),
+    {ok, S} = ibkr_oauth:start_link(ibkr_test_lib:vector_config(public, #{base_url => ibkr_http_stub:url(Stub)})),
+    unlink(S),
+    Body = fun(Dh, Exp) ->
+                   iolist_to_binary(["{\"diffie_hellman_response\":", Dh,
+                                     ",\"live_session_token_signature\":\"00\"",
+                                     [[",\"live_session_token_expiration\":", Exp] || Exp =/= none],
+                                     "}"])
+           end,
+    Cases = [{Body("\"\"", "1799999999999"), bad_dh_response},
+             {Body("5", "1799999999999"), bad_dh_response},
+             {Body("null", "1799999999999"), bad_dh_response},
+             {Body("\"ab\"", "-5"), {bad_response, lst_expiration}},
+             {Body("\"ab\"", "\"soon\""), {bad_response, lst_expiration}},
+             {Body("\"ab\"", "\"-1\""), {bad_response, lst_expiration}},
+             {Body("\"ab\"", "99999999999999999999"), {bad_response, lst_expiration}},
+             {Body("\"ab\"", "1e30"), {bad_response, lst_expiration}},
+             {Body("\"ab\"", "1.5"), {bad_response, lst_expiration}},
+             {Body("\"ab\"", "null"), {bad_response, lst_expiration}},
+             {Body("\"ab\"", none), {bad_response, missing_field}}],
+    [begin
+         ok = ibkr_http_stub:set_handler(Stub, fun(_, _) -> {200, [], B} end),
+         ?assertEqual({B, {error, Why}}, {B, ibkr_oauth:authenticate(S)})
+     end || {B, Why} <- Cases],
+    ?assertMatch(#{authenticated := false}, ibkr_oauth:stats(S)),
+    ok = ibkr_oauth:stop(S),
+    ibkr_http_stub:stop(Stub).
 
 %% The port program is stopped (SIGSTOP) while its handshake waits for the
 %% server: authenticate/1 and the request behind it are answered

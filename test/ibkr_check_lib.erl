@@ -1,10 +1,11 @@
 %% Helpers shared by faults_SUITE, bad_input_SUITE and secrets_SUITE: OS
 %% process checks, polling, concurrent callers, a logger handler that keeps
-%% every event, and a peer node with the application's code.
+%% every event, a peer node with the application's code, and commands to a
+%% raw port.
 -module(ibkr_check_lib).
 -export([os_alive/1, wait_until/2, spawn_callers/1, collect/2,
          capture_logs/0, captured/1, stop_capture/1, log/2,
-         start_peer/0, kill_os/1]).
+         start_peer/0, start_peer/1, kill_os/1, port_config/1, port_call/3]).
 
 %% Alive and not a zombie.
 -spec os_alive(non_neg_integer()) -> boolean().
@@ -106,16 +107,47 @@ log(#{level := Level, msg := Msg, meta := Meta}, #{config := #{tab := Tab}}) ->
 %% node's code path and IBKR_OAUTH_PORT.
 -spec start_peer() -> {pid(), string()}.
 start_peer() ->
+    start_peer(#{}).
+
+%% start_peer/0 with more peer:start/1 options (e.g. `name', to make it a
+%% distributed node; its `args' come after the code path).
+-spec start_peer(map()) -> {pid(), string()}.
+start_peer(Opts) ->
     Root = code:root_dir(),
     Paths = [D || D <- code:get_path(), D =/= ".", not lists:prefix(Root, D)],
     Env = case os:getenv("IBKR_OAUTH_PORT") of
               false -> [];
               V -> [{"IBKR_OAUTH_PORT", V}]
           end,
-    Peer = case peer:start(#{connection => standard_io,
-                             args => lists:append([["-pa", D] || D <- Paths]),
-                             env => Env}) of
+    Args = lists:append([["-pa", D] || D <- Paths]) ++ maps:get(args, Opts, []),
+    Peer = case peer:start(Opts#{connection => standard_io, args => Args, env => Env}) of
                {ok, P} -> P;
                {ok, P, _Node} -> P
            end,
     {Peer, peer:call(Peer, os, getpid, [])}.
+
+%%% ------------------------------------------------------ raw port
+
+%% The port's init config for the public vectors, with Extra config keys.
+-spec port_config(map()) -> map().
+port_config(Extra) ->
+    {ok, V} = ibkr_oauth_config:validate(ibkr_test_lib:vector_config(public, Extra)),
+    ibkr_oauth_config:to_port(V).
+
+%% One command to a port from ibkr_oauth_port:open/0 and its answer (log
+%% events skipped).
+-spec port_call(port(), pos_integer(), term()) -> term().
+port_call(P, Id, Cmd) ->
+    ok = ibkr_oauth_port:send(P, Id, Cmd),
+    port_reply(P, Id).
+
+port_reply(P, Id) ->
+    receive
+        {P, {data, Bin}} ->
+            case ibkr_oauth_port:decode(Bin) of
+                {ok, Id, Reply} -> Reply;
+                {ok, 0, {log, _, _}} -> port_reply(P, Id);
+                Other -> error({unexpected_frame, Other})
+            end
+    after 30000 -> error({no_reply, Id})
+    end.

@@ -256,7 +256,7 @@ close_port_exits(_Config) ->
     ok = raw_call(P, 2, {init, port_config(#{base_url => ibkr_http_stub:url(Stub)})}),
     ok = ibkr_oauth_port:send(P, 3, {http, #{method => <<"GET">>,
                                              url => <<(ibkr_http_stub:url(Stub))/binary, "/hang">>,
-                                             sign => false, timeout => 0}}),
+                                             sign => false, timeout => infinity}}),
     wait_until(fun() -> ibkr_http_stub:count(Stub, <<"/hang">>) =:= 1 end, 5000),
     T0 = erlang:monotonic_time(millisecond),
     ibkr_oauth_port:close(P),
@@ -310,7 +310,7 @@ cancel_raw(_Config) ->
     Url = ibkr_http_stub:url(Stub),
     ok = raw_call(P, 1, {init, port_config(#{base_url => Url})}),
     ok = ibkr_oauth_port:send(P, 2, {http, #{method => <<"GET">>, url => <<Url/binary, "/hang">>,
-                                             sign => false, timeout => 0}}),
+                                             sign => false, timeout => infinity}}),
     wait_until(fun() -> ibkr_http_stub:count(Stub, <<"/hang">>) =:= 1 end, 5000),
     ibkr_oauth_port:cancel(P, 2),
     ?assertEqual({2, {error, cancelled}}, recv_reply(P, 5000)),
@@ -325,20 +325,19 @@ cancel_raw(_Config) ->
     ok = ibkr_oauth_port:send(P, 4, {http, #{method => <<"GET">>,
                                              url => iolist_to_binary(["http://127.0.0.1:", integer_to_list(Free), "/"]),
                                              sign => false}}),
-    ?assertEqual({4, {error, {transport, connect}}}, recv_reply(P, 5000)),
+    ?assertEqual({4, {error, {transport, connect, #{sent => false}}}}, recv_reply(P, 5000)),
     ibkr_oauth_port:close(P),
     ibkr_http_stub:stop(Stub).
 
 %% The port never sends a request twice by itself: a connection closed by the
-%% server after it received the request is `{transport, recv}' (or `send'),
-%% and the server saw the request once. (PROTOCOL.md: only resolve/connect/tls
-%% are "cannot have reached the server"; retrying is the Erlang side's
-%% decision.) libcurl by default silently resends a request, with the same
+%% server after it received the request is `{transport, Kind, #{sent => true}}',
+%% and the server saw the request once (retrying is the Erlang side's
+%% decision). libcurl by default silently resends a request, with the same
 %% Authorization and nonce, when a *reused* keep-alive connection closes
 %% before any byte of the answer -- for a POST that is a duplicate order.
 %% (C-side fix, e.g.: CURLOPT_PREREQFUNCTION, libcurl >= 7.80, is called
 %% before every send of a request including that resend; abort the second
-%% call and report {transport, recv}.)
+%% call and report {transport, recv, #{sent => true}}.)
 no_silent_resend(_Config) ->
     {ok, Stub} = ibkr_http_stub:start(fun(#{path := <<"/closed">>}, _) -> close;
                                          (_, _) -> {200, [], <<"ok">>}
@@ -353,7 +352,8 @@ no_silent_resend(_Config) ->
     {ok, #{status := 200}} = Get(2, <<"/warm">>),
     R = raw_call(P, 3, {http, #{method => <<"POST">>, url => <<Url/binary, "/closed">>,
                                 body => <<"{\"order\":1}">>, sign => false}}),
-    ?assertMatch({error, {transport, _}}, R),
+    %% The facts: it may have reached the server (whatever the kind).
+    ?assertMatch({error, {transport, _, #{sent := true}}}, R),
     ?assertEqual(1, ibkr_http_stub:count(Stub, <<"/closed">>)),
     ibkr_oauth_port:close(P),
     ibkr_http_stub:stop(Stub).
@@ -368,7 +368,8 @@ known_atoms_cover_replies(_Config) ->
            resolve, connect, tls, send, recv, too_large, other, cancelled, timeout,
            http, transport, bad_response, not_json, missing_field, not_initialized,
            unknown_command, inflight, requests, handshakes, errors, expires_at, token,
-           method, url, authorization, status, headers, body, bad_config],
+           method, url, authorization, status, headers, body, bad_config, sent, bad_status,
+           lst_expiration],
     Known = ibkr_oauth_port:known_atoms(),
     ?assertEqual([], Doc -- Known),
     %% decode/1 refuses atoms that do not exist rather than creating them.

@@ -3,6 +3,7 @@
 %%   corpus/fuzz_frame/*   byte streams as the BEAM sends them on fd 3
 %%                         ({packet,4} frames of term_to_binary/1 terms)
 %%   corpus/fuzz_answer/*  bodies of the LST endpoint's answer
+%%   corpus/fuzz_json/*    JSON texts, and term_to_binary/1 terms, for json_etf
 %% Run from the repository root: escript c_src/fuzz/make_corpus.escript
 %% The outputs are committed; fuzzing never writes into these directories
 %% (scripts/fuzz.sh works on a copy). Re-running rewrites the same bytes.
@@ -14,6 +15,7 @@ main(_) ->
     Dir = "c_src/fuzz/corpus",
     [write(Dir ++ "/fuzz_frame/" ++ Name, stream(Terms)) || {Name, Terms} <- frames(V, C)],
     [write(Dir ++ "/fuzz_answer/" ++ Name, Body) || {Name, Body} <- answers(C)],
+    [write(Dir ++ "/fuzz_json/" ++ Name, Bytes) || {Name, Bytes} <- json()],
     ok.
 
 write(Path, Bytes) ->
@@ -86,12 +88,36 @@ frames(V, C) ->
                   {1, 2, 3}, {-1, stats}, {0, stats}, {0, {cancel, x}},
                   {36, nope}, {37, {init}}, {38, stats, x}, {39, {stats}},
                   {1 bsl 64, stats}, {40, {echo, a, b}}]},
+     %% request headers: one over the count cap, exactly the cap, and (for
+     %% the replay; longer than scripts/fuzz.sh's -max_len) over the byte cap
+     {"http_header_cap",
+      [{47, {http, #{method => <<"GET">>, url => <<"http://127.0.0.1:1/">>, sign => false,
+                     headers => headers(101, <<"v">>)}}},
+       {48, {http, #{method => <<"GET">>, url => <<"http://127.0.0.1:1/">>, sign => false,
+                     headers => headers(100, <<"v">>)}}},
+       {0, {cancel, 48}}]},
+     {"http_header_bytes",
+      [{49, {http, #{method => <<"GET">>, url => <<"http://127.0.0.1:1/">>, sign => false,
+                     headers => headers(9, binary:copy(<<"v">>, 8000))}}}]},
+     {"timeouts", [{50, {http, #{method => <<"GET">>, url => <<"http://127.0.0.1:1/">>,
+                                 sign => false, timeout => 0}}},
+                   {51, {http, #{method => <<"GET">>, url => <<"http://127.0.0.1:1/">>,
+                                 sign => false, timeout => infinity}}},
+                   {52, {authenticate, #{timeout => infinity}}},
+                   {53, {http, #{method => <<"GET">>, url => <<"http://h/">>, timeout => never}}}]},
+     {"sign_url", [{54, {sign, <<"GET">>, <<"/relative?a=1">>, #{}}},
+                   {55, {sign, <<"GET">>, <<"ftp://h/x">>, #{}}},
+                   {56, {sign, <<"GET">>, <<"https://h/", 255, 254>>, #{}}},
+                   {57, {sign, <<"GET">>, <<"https://[::1]:8443/x?y=1#f">>, #{}}}]},
      {"oversized", [{bytes, <<16#01000001:32, 0, 0, 0>>}, {41, stats}]},
      {"partial_tail", [{42, stats}, {bytes, <<0, 0, 0, 9, 131, 104>>}]},
      {"batch", [{raw, <<0, (stream([{43, stats}, {44, {echo, x}},
                                     {raw, <<0, (stream([{45, stats}]))/binary>>},
                                     {raw, <<"junk">>}, {0, {cancel, 1}}]))/binary>>},
                 {raw, <<0, (stream([{46, stats}]))/binary, 0, 0, 0, 99, 131>>}]}].
+
+headers(N, Value) ->
+    [{<<"x-h", (integer_to_binary(I))/binary>>, Value} || I <- lists:seq(1, N)].
 
 echo_terms() ->
     [ok, [], <<>>, 0, -1, 16#FFFFFFFFFFFFFFFF, -(1 bsl 200), 1.5, "str", [a | b],
@@ -115,6 +141,10 @@ answers(C) ->
      {"expiration_float.json", Obj("1.7e12")},
      {"expiration_negative.json", Obj("-1")},
      {"expiration_huge.json", Obj("18446744073709551616")},
+     {"dh_empty.json", iolist_to_binary(string:replace(Obj("1"), ["\"", Dh, "\""], "\"\""))},
+     {"dh_number.json", iolist_to_binary(string:replace(Obj("1"), ["\"", Dh, "\""], "42"))},
+     {"expiration_word.json", Obj("\"soon\"")},
+     {"expiration_null.json", Obj("null")},
      {"bad_dh.json", iolist_to_binary(string:replace(Obj("1"), Dh, "zz"))},
      {"bad_sig.json", iolist_to_binary(string:replace(Obj("1"), Sig, "00ff"))},
      {"missing.json", <<"{\"diffie_hellman_response\": \"ab\"}">>},
@@ -124,3 +154,29 @@ answers(C) ->
                         "\"live_session_token_signature\": \"\\ud83d\\ude00\", "
                         "\"live_session_token_expiration\": 1}">>},
      {"deep.json", iolist_to_binary([lists:duplicate(40, $[), lists:duplicate(40, $])])}].
+
+%% fuzz_json: each input is tried as JSON text and as a term, so both kinds
+%% of seed go in. The texts are those an IBKR answer or a websocket frame
+%% holds, plus each edge of the mapping.
+json() ->
+    [{"answer.json", <<"{\"accounts\":[\"DU123\",\"DU456\"],\"selectedAccount\":\"DU123\","
+                       "\"allowFeatures\":{\"showGFIS\":true,\"debugPnl\":false},\"x\":null}">>},
+     {"snapshot.json", <<"[{\"conid\":265598,\"31\":\"171.5\",\"84\":171.49,"
+                         "\"_updated\":1712345678901,\"6509\":\"RpB\"}]">>},
+     {"numbers.json", <<"[0,-0,-0.0,1e2,1E-2,2.5e+3,123.456,5e-324,1.7976931348623157e308,"
+                        "9223372036854775807,-9223372036854775808,18446744073709551616,"
+                        "-123456789012345678901234567890,1.5e-400]">>},
+     {"strings.json", <<"[\"\",\"a\\u0000b\",\"\\\"\\\\\\/\\b\\f\\n\\r\\t\","
+                        "\"\\ud83d\\ude00\",\"caf\xc3\xa9 \xe2\x82\xac\x7f\"]">>},
+     {"duplicates.json", <<"{\"a\":1,\"b\":{\"c\":2,\"c\":3},\"a\":[4],\"a\\u0000\":5}">>},
+     {"deep.json", iolist_to_binary([lists:duplicate(130, $[), lists:duplicate(130, $])])},
+     {"bad_utf8.json", <<"[\"\xed\xa0\x80\",\"\\ud800\"]">>},
+     {"bad_syntax.json", <<"{\"a\":[1,],\"b\":NaN, 01}">>},
+     {"term_map.etf", term_to_binary(#{a => [1, 2.5, <<"x"/utf8>>], <<"k">> => #{},
+                                        b => null, c => true, d => [], e => "str"})},
+     {"term_numbers.etf", term_to_binary([0, -1, 255, 70000, -(1 bsl 40), 1 bsl 64,
+                                          -(1 bsl 200), 0.1, -0.0, 1.0e300])},
+     {"term_bad.etf", term_to_binary([{tuple}, undefined, <<255>>, <<1:3>>, [a | b]])},
+     {"term_dup_key.etf", term_to_binary(#{a => 1, <<"a">> => 2})},
+     %% found by fuzzing: an empty map (no key list to check), then junk
+     {"term_empty_map.etf", <<131, 116, 0:32, 0, 1, "aa", 2>>}].

@@ -498,7 +498,7 @@ static void test_encode_helpers(void **state)
     expect_atom(t, &idx, "not_initialized");
     free(t);
 
-    assert_int_equal(erlcmd_reply_badarg(&f->c, 9, "nonce"), 0);
+    assert_int_equal(erlcmd_reply_error2(&f->c, 9, "badarg", "nonce"), 0);
     t = reply(f, 9, &idx);
     assert_int_equal(ei_decode_tuple_header(t, &idx, &ar), 0);
     expect_atom(t, &idx, "error");

@@ -63,34 +63,81 @@ static void test_numeric_string_expiration(void **state)
     lst_answer_free(&a);
 }
 
+static void expect_status(const char *const *bad, size_t n, lst_json_status want)
+{
+    lst_answer a;
+    for (size_t i = 0; i < n; i++) {
+        a.dh_response = (char *)"poison";
+        a.signature = (char *)"poison";
+        assert_int_equal(parse(bad[i], &a), want);
+        assert_null(a.dh_response); /* nothing to free */
+        assert_null(a.signature);
+    }
+}
+
+#define DH_SIG "\"diffie_hellman_response\":\"aa\",\"live_session_token_signature\":\"bb\","
+
 static void test_missing_or_wrong_type(void **state)
 {
     (void)state;
-    lst_answer a;
     const char *bad[] = {
         "{\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":1}",
         "{\"diffie_hellman_response\":\"aa\",\"live_session_token_expiration\":1}",
         "{\"diffie_hellman_response\":\"aa\",\"live_session_token_signature\":\"bb\"}",
-        "{\"diffie_hellman_response\":5,\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":1}",
         "{\"diffie_hellman_response\":\"aa\",\"live_session_token_signature\":null,\"live_session_token_expiration\":1}",
-        "{\"diffie_hellman_response\":\"\",\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":1}",
-        "{\"diffie_hellman_response\":\"aa\",\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":\"12x\"}",
-        "{\"diffie_hellman_response\":\"aa\",\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":\"-1\"}",
-        "{\"diffie_hellman_response\":\"aa\",\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":-1}",
-        "{\"diffie_hellman_response\":\"aa\",\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":1.5}",
-        "{\"diffie_hellman_response\":\"aa\",\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":99999999999999999999}",
-        "{\"diffie_hellman_response\":\"aa\",\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":true}",
-        "{\"diffie_hellman_response\":\"a\\u0000a\",\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":1}",
+        "{\"diffie_hellman_response\":\"aa\",\"live_session_token_signature\":\"\",\"live_session_token_expiration\":1}",
         "[1, 2, 3]",
         "\"just a string\"",
         "{}",
     };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        a.dh_response = (char *)"poison";
-        assert_int_equal(parse(bad[i], &a), LST_JSON_MISSING_FIELD);
-        assert_null(a.dh_response); /* nothing to free */
-        assert_null(a.signature);
-    }
+    expect_status(bad, sizeof bad / sizeof bad[0], LST_JSON_MISSING_FIELD);
+    assert_string_equal(lst_json_status_atom(LST_JSON_MISSING_FIELD), "missing_field");
+}
+
+/* A DH response that is there but unusable is named as such. */
+static void test_bad_dh_response(void **state)
+{
+    (void)state;
+    const char *bad[] = {
+        "{\"diffie_hellman_response\":\"\",\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":1}",
+        "{\"diffie_hellman_response\":5,\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":1}",
+        "{\"diffie_hellman_response\":null,\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":1}",
+        "{\"diffie_hellman_response\":[\"aa\"],\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":1}",
+        "{\"diffie_hellman_response\":\"a\\u0000a\",\"live_session_token_signature\":\"bb\",\"live_session_token_expiration\":1}",
+    };
+    expect_status(bad, sizeof bad / sizeof bad[0], LST_JSON_BAD_DH);
+    assert_string_equal(lst_json_status_atom(LST_JSON_BAD_DH), "bad_dh_response");
+}
+
+/* An expiration that is there but not an epoch in ms (negative, beyond
+ * int64, fractional, not digits, not a number). */
+static void test_bad_expiration(void **state)
+{
+    (void)state;
+    const char *bad[] = {
+        "{" DH_SIG "\"live_session_token_expiration\":\"12x\"}",
+        "{" DH_SIG "\"live_session_token_expiration\":\"-1\"}",
+        "{" DH_SIG "\"live_session_token_expiration\":\"\"}",
+        "{" DH_SIG "\"live_session_token_expiration\":\"soon\"}",
+        "{" DH_SIG "\"live_session_token_expiration\":\"99999999999999999999\"}",
+        "{" DH_SIG "\"live_session_token_expiration\":-1}",
+        "{" DH_SIG "\"live_session_token_expiration\":-1700000000000}",
+        "{" DH_SIG "\"live_session_token_expiration\":1.5}",
+        "{" DH_SIG "\"live_session_token_expiration\":9223372036854775808}",
+        "{" DH_SIG "\"live_session_token_expiration\":99999999999999999999}",
+        "{" DH_SIG "\"live_session_token_expiration\":1e300}",
+        "{" DH_SIG "\"live_session_token_expiration\":true}",
+        "{" DH_SIG "\"live_session_token_expiration\":null}",
+        "{" DH_SIG "\"live_session_token_expiration\":{}}",
+    };
+    expect_status(bad, sizeof bad / sizeof bad[0], LST_JSON_BAD_EXPIRATION);
+    assert_string_equal(lst_json_status_atom(LST_JSON_BAD_EXPIRATION), "lst_expiration");
+    /* The largest int64 is still an epoch. */
+    lst_answer a;
+    assert_int_equal(parse("{" DH_SIG "\"live_session_token_expiration\":9223372036854775807}", &a),
+                     LST_JSON_OK);
+    assert_int_equal(a.expires_ms, INT64_MAX);
+    lst_answer_free(&a);
 }
 
 static void test_not_json(void **state)
@@ -152,6 +199,8 @@ int main(void)
         cmocka_unit_test(test_extra_fields_and_order),
         cmocka_unit_test(test_numeric_string_expiration),
         cmocka_unit_test(test_missing_or_wrong_type),
+        cmocka_unit_test(test_bad_dh_response),
+        cmocka_unit_test(test_bad_expiration),
         cmocka_unit_test(test_not_json),
         cmocka_unit_test(test_huge_and_deep),
     };

@@ -142,6 +142,28 @@ defmodule IbkrOauthTest do
     end
   end
 
+  describe "one session per credential across a cluster" do
+    setup :start_fake_server
+
+    test "a {:cluster, name} child: reached as {:global, name}, stats names its node, stop logs out", ctx do
+      name = IbkrOauthTest.Cluster
+      config = Map.put(ctx.config, :auto_authenticate, true)
+      {:ok, sup} = Supervisor.start_link([:ibkr_oauth.child_spec({:cluster, name}, config)], strategy: :one_for_one)
+
+      assert {:ok, %{status: 200}} = :ibkr_oauth.request({:global, name}, :get, "/portfolio/accounts", %{})
+      here = node()
+      assert %{node: ^here, handshakes: 1} = :ibkr_oauth.stats({:global, name})
+
+      {:ok, child} = :supervisor.get_childspec(sup, {:cluster, name})
+      refute inspect(child, limit: :infinity, printable_limit: :infinity) =~ ctx.config.access_token_secret
+
+      # The claimant stops its session first (logout); no other node takes over here.
+      :ok = Supervisor.stop(sup)
+      assert :undefined == :global.whereis_name(name)
+      assert %{logouts: 1} = :ibkr_fake_server.stats()
+    end
+  end
+
   describe "bring your own HTTP client: sign/3 with :httpc" do
     setup :start_fake_server
 

@@ -1,0 +1,123 @@
+/*
+ * fuzz_json.c — libFuzzer harness for json_etf.h. Every input is used both
+ * ways:
+ *
+ * 1. as JSON text: when json_etf_decode accepts it, the term must pass the
+ *    port's own bounded check (erlcmd_check_term) and span exactly what was
+ *    appended; json_etf_encode must accept it, and decoding that JSON again
+ *    must give the very same term bytes (shortest floats read back exactly,
+ *    keys are unique, order is kept). When it refuses, nothing is appended
+ *    and the reason is one of the documented ones.
+ * 2. as term bytes (after an optional version byte 131): when
+ *    json_etf_encode accepts them, the JSON must decode, and encoding that
+ *    term must give the same JSON text again.
+ *
+ * Any violation abort()s.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../erlcmd.h"
+#include "../json_etf.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+__attribute__((noreturn)) static void fail(const char *why)
+{
+    (void)fprintf(stderr, "fuzz_json: %s\n", why);
+    abort();
+}
+
+/* libFuzzer's fixed signature, hence non-const. */
+int LLVMFuzzerInitialize(int *argc, char ***argv) // NOLINT(readability-non-const-parameter)
+{
+    (void)argc;
+    (void)argv;
+    return 0;
+}
+
+static void known_reason(const char *why)
+{
+    static const char *const ok[] = {"empty", "syntax", "utf8", "depth", "too_large", "number"};
+    if (why == NULL)
+        fail("a refusal without a reason");
+    for (size_t k = 0; k < sizeof ok / sizeof ok[0]; k++)
+        if (strcmp(why, ok[k]) == 0)
+            return;
+    fail(why); /* "nomem" included: the inputs are small */
+}
+
+/* JSON text -> a fresh term buffer (version byte first), or -1. */
+static int decode(ei_x_buff *x, const char *js, size_t n, const char **why)
+{
+    if (ei_x_new_with_version(x) != 0)
+        fail("ei_x_new");
+    int rc = json_etf_decode(x, js, n, why);
+    if (rc != 0 && x->index != 1)
+        fail("a refused decode left bytes behind");
+    return rc;
+}
+
+static void as_json(const uint8_t *data, size_t size)
+{
+    ei_x_buff x, y;
+    const char *why = NULL;
+    if (decode(&x, (const char *)data, size, &why) != 0) {
+        known_reason(why);
+        ei_x_free(&x);
+        return;
+    }
+    if (erlcmd_check_term(x.buff, (size_t)x.index) != 0)
+        fail("decoded term is not one well-formed term");
+    int i = 1;
+    size_t n;
+    char *js = json_etf_encode(x.buff, x.index, &i, &n, &why);
+    if (js == NULL)
+        fail(why != NULL ? why : "decoded term cannot be encoded");
+    if (i != x.index || strlen(js) != n)
+        fail("encode: wrong end index or length");
+    if (decode(&y, js, n, &why) != 0)
+        fail("encoded JSON does not decode");
+    if (y.index != x.index || memcmp(x.buff, y.buff, (size_t)x.index) != 0)
+        fail("JSON -> term -> JSON -> term changed the term");
+    free(js);
+    ei_x_free(&x);
+    ei_x_free(&y);
+}
+
+static void as_term(const uint8_t *data, size_t size)
+{
+    if (size > INT32_MAX)
+        return;
+    int i = size > 0 && data[0] == 131 ? 1 : 0, start = i;
+    size_t n, n2;
+    const char *why = NULL;
+    char *js = json_etf_encode((const char *)data, (int)size, &i, &n, &why);
+    if (js == NULL) {
+        if (i != start || why == NULL || (strcmp(why, "badarg") != 0 && strcmp(why, "depth") != 0))
+            fail("encode refusal: index moved or unknown reason");
+        return;
+    }
+    if (i <= start || i > (int)size)
+        fail("encode: end index out of range");
+    ei_x_buff x;
+    if (decode(&x, js, n, &why) != 0)
+        fail("encoded JSON does not decode");
+    int j = 1;
+    char *js2 = json_etf_encode(x.buff, x.index, &j, &n2, &why);
+    if (js2 == NULL || n2 != n || memcmp(js, js2, n) != 0)
+        fail("term -> JSON -> term -> JSON changed the JSON");
+    free(js);
+    free(js2);
+    ei_x_free(&x);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    as_json(data, size);
+    as_term(data, size);
+    return 0;
+}
