@@ -329,7 +329,7 @@ handle_info({hs_watchdog, Id}, #st{pending = P} = St) ->
         {What, P1} ->
             ibkr_oauth_port:cancel(St#st.port, Id),
             handle_reply(What, {error, timeout}, St#st{pending = P1});
-        false -> {noreply, St}
+        _ -> {noreply, St}                        % that step ended
     end;
 handle_info({Port, _}, St) when is_port(Port) ->
     {noreply, St};                                % an old port's leftovers
