@@ -16,6 +16,11 @@
 %% is handed back as refused (the session answers `{error, rate_limited}':
 %% it was never sent). {@link drain/2} never calls anybody: it returns what
 %% to do, the session does it.
+%%
+%% A port crash does not touch this queue: its requests never left the
+%% BEAM, and they go out on the new port (after a new handshake, see
+%% {@link ibkr_oauth_lst}) within their own deadlines. The slots of the
+%% requests the dead port held count from the crash, like answers.
 -module(ibkr_oauth_pacing).
 
 -export([new/1, add/5, remove/2, member/2, drain/2, complete/3, release/2,
