@@ -38,7 +38,7 @@
 %% </ul>
 -module(ibkr_oauth_lst).
 
--export([new/1, usable/2, live/2, epoch/1, expires_at/1, phase/1, idle/1,
+-export([new/1, usable/2, live/2, expired/2, epoch/1, expires_at/1, phase/1, idle/1,
          waiting/1, margin/1]).
 -export([start_background/2, authenticate/3, request/4, retry_auth/5, forget/2, wants/2, sent/3,
          sent_id/1, lst_done/3, ssodh_done/2, installed/3, timer/2, port_down/2, abandon/2,
@@ -113,6 +113,12 @@ usable(_, _) -> false.
 -spec live(integer(), lst()) -> boolean().
 live(Now, #lst{auth = {lst, E, _, _}}) -> Now < E;
 live(_, _) -> false.
+
+%% @doc An LST is held and has expired: `sign/3' with it would only earn a
+%% 401 later, so the caller is told `{error, lst_expired}' now.
+-spec expired(integer(), lst()) -> boolean().
+expired(Now, #lst{auth = {lst, E, _, _}}) -> Now >= E;
+expired(_, _) -> false.
 
 -spec epoch(lst()) -> non_neg_integer().
 epoch(#lst{epoch = E}) -> E.

@@ -4,9 +4,25 @@
 %% logging of the port's unprompted events. The caller owns the port.
 -module(ibkr_oauth_port_io).
 
--export([init/3, logout/4, flush/1, event/1]).
+-export([open/2, init/3, logout/4, flush/1, event/1]).
 
 -define(META, #{domain => [ibkr_oauth], ibkr_oauth => session}).
+
+%% @doc Opens the port program and initialises it with {@link init/3}; on
+%% failure the port is closed again.
+-spec open(map(), timeout()) -> {ok, port(), non_neg_integer() | undefined} | {error, term()}.
+open(PortCfg, Timeout) ->
+    case ibkr_oauth_port:open() of
+        {ok, Port, OsPid} ->
+            case init(Port, PortCfg, Timeout) of
+                ok -> {ok, Port, OsPid};
+                {error, _} = E ->
+                    ibkr_oauth_port:close(Port),
+                    flush(Port),
+                    E
+            end;
+        {error, _} = E -> E
+    end.
 
 %% @doc Sends `init' as id 1 and waits up to `Timeout' ms for its answer;
 %% events are logged meanwhile.

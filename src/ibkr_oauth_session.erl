@@ -56,7 +56,7 @@
 
 -export_type([name/0]).
 
--type name() :: {local, atom()} | {global, term()} | {via, module(), term()}.
+-type name() :: ibkr_oauth_names:name().
 -type id() :: ibkr_oauth_port:id().
 -type from() :: gen_server:from().
 -type own() :: lst | ssodh | tickle.
@@ -126,7 +126,7 @@ start_link(Config) -> start_link(undefined, Config).
 %% that does gets no `EXIT' message.
 -spec start_link(name() | undefined, term()) -> {ok, pid()} | {error, term()}.
 start_link(Name, Config) ->
-    case check_name(Name) of
+    case ibkr_oauth_names:check(Name) of
         ok ->
             case ibkr_oauth_config:validate(Config) of
                 {ok, V} -> proc_lib:start_link(?MODULE, init_it, [self(), Name, V],
@@ -136,17 +136,10 @@ start_link(Name, Config) ->
         error -> {error, {badarg, name}}
     end.
 
--spec check_name(term()) -> ok | error.
-check_name(undefined) -> ok;
-check_name({local, N}) when is_atom(N) -> ok;
-check_name({global, _}) -> ok;
-check_name({via, M, _}) when is_atom(M) -> ok;
-check_name(_) -> error.
-
 %% @private proc_lib entry point.
 -spec init_it(pid(), name() | undefined, ibkr_oauth_config:validated()) -> no_return().
 init_it(Parent, Name, V) ->
-    case register_name(Name) of
+    case ibkr_oauth_names:register(Name) of
         ok ->
             process_flag(trap_exit, true),
             case init_session(V) of
@@ -157,7 +150,7 @@ init_it(Parent, Name, V) ->
                         _ -> gen_server:enter_loop(?MODULE, [], St, Name)
                     end;
                 {error, _} = E ->
-                    unregister_name(Name),
+                    ibkr_oauth_names:unregister(Name),
                     fail_start(Parent, E)
             end;
         {error, _} = E ->
@@ -170,61 +163,24 @@ fail_start(Parent, Error) ->
     proc_lib:init_ack(Parent, Error),
     exit(normal).
 
--spec register_name(name() | undefined) -> ok | {error, term()}.
-register_name(undefined) -> ok;
-register_name({local, N}) ->
-    try register(N, self()) of
-        true -> ok
-    catch
-        error:badarg -> {error, {already_started, whereis(N)}}
-    end;
-register_name({global, N}) ->
-    case global:register_name(N, self()) of
-        yes -> ok;
-        no -> {error, {already_started, global:whereis_name(N)}}
-    end;
-register_name({via, M, N}) ->
-    try M:register_name(N, self()) of
-        yes -> ok;
-        _ -> {error, {already_started, M:whereis_name(N)}}
-    catch
-        _:_ -> {error, {badarg, name}}
-    end.
-
--spec unregister_name(name() | undefined) -> ok.
-unregister_name(undefined) -> ok;
-unregister_name({local, N}) -> _ = (catch unregister(N)), ok;
-unregister_name({global, N}) -> _ = global:unregister_name(N), ok;
-unregister_name({via, M, N}) -> _ = (catch M:unregister_name(N)), ok.
-
 -spec init_session(ibkr_oauth_config:validated()) -> {ok, state()} | {error, term()}.
 init_session(V) ->
     PortCfg = ibkr_oauth_config:to_port(V),
-    case ibkr_oauth_port:open() of
+    case ibkr_oauth_port_io:open(PortCfg, ?INIT_TIMEOUT) of
         {ok, Port, OsPid} ->
-            case ibkr_oauth_port_io:init(Port, PortCfg, ?INIT_TIMEOUT) of
-                ok ->
-                    Lst = ibkr_oauth_lst:new(
-                            #{refresh_margin => 1000 * maps:get(refresh_margin, V),
-                              brokerage_session => maps:get(brokerage_session, V)}),
-                    St0 = #st{port = Port,
-                              os_pid = OsPid,
-                              secrets = fun() -> PortCfg end,
-                              base_url = maps:get(base_url, V),
-                              request_timeout = maps:get(request_timeout, V),
-                              tickle_interval = maps:get(tickle_interval, V),
-                              lst = Lst,
-                              pacing = ibkr_oauth_pacing:new(maps:get(rate_limit, V)),
-                              next_id = 2},
-                    St1 = arm_tickle(St0),
-                    case maps:get(auto_authenticate, V) of
-                        true -> {ok, pump(with_lst(ibkr_oauth_lst:start_background(sys_now(), Lst), St1))};
-                        false -> {ok, St1}
-                    end;
-                {error, _} = E ->
-                    ibkr_oauth_port:close(Port),
-                    ibkr_oauth_port_io:flush(Port),
-                    E
+            Lst = ibkr_oauth_lst:new(#{refresh_margin => 1000 * maps:get(refresh_margin, V),
+                                       brokerage_session => maps:get(brokerage_session, V)}),
+            St = arm_tickle(#st{port = Port, os_pid = OsPid,
+                                secrets = fun() -> PortCfg end,
+                                base_url = maps:get(base_url, V),
+                                request_timeout = maps:get(request_timeout, V),
+                                tickle_interval = maps:get(tickle_interval, V),
+                                lst = Lst,
+                                pacing = ibkr_oauth_pacing:new(maps:get(rate_limit, V)),
+                                next_id = 2}),
+            case maps:get(auto_authenticate, V) of
+                true -> {ok, pump(with_lst(ibkr_oauth_lst:start_background(sys_now(), Lst), St))};
+                false -> {ok, St}
             end;
         {error, _} = E -> E
     end.
@@ -550,13 +506,11 @@ pass_through({echo, _}) -> true;
 pass_through(stats) -> true;
 pass_through(_) -> false.
 
-%% The port signs with whatever LST it holds and does not look at its
-%% expiry; an expired one would only earn a 401 later, so say it now. (An
-%% LST given in the options is the caller's business.)
+%% The port signs with whatever LST it holds, expired or not (an LST given
+%% in the options is the caller's business).
 -spec signs_with_expired_lst(term(), state()) -> boolean().
 signs_with_expired_lst({sign, _, _, Opts}, #st{lst = L}) when is_map(Opts) ->
-    not is_map_key(lst, Opts) andalso ibkr_oauth_lst:expires_at(L) =/= undefined
-        andalso not ibkr_oauth_lst:live(sys_now(), L);
+    not is_map_key(lst, Opts) andalso ibkr_oauth_lst:expired(sys_now(), L);
 signs_with_expired_lst(_, _) -> false.
 
 %% A pass-through command: the caller is answered when the port replies.

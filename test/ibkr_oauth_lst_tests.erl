@@ -52,6 +52,9 @@ handshake_flow_test() ->
     ?assertEqual(E, ?L:expires_at(L5)),
     ?assert(?L:usable(?T0, L5)),
     ?assert(?L:live(?T0, L5)),
+    ?assertNot(?L:expired(?T0, L5)),
+    ?assert(?L:expired(E, L5)),
+    ?assertNot(?L:expired(E, new())),
     {[{send, r3}], _} = ?L:request(r3, 10, ?T0, L5).
 
 brokerage_test() ->
