@@ -86,7 +86,7 @@ test-asan: deps-test
 	exit $$rc
 
 # memcheck with leak check over the C unit tests, the fuzz corpus replayed
-# through the port's request path, and the raw protocol and crypto suites (the
+# through the port's request path, and the raw protocol, crypto and websocket suites (the
 # port runs under valgrind via scripts/valgrind-port.sh; IBKR_TEST_SLOW makes
 # them wait longer and loop less). protocol_SUITE's session group is left
 # out: it asserts wall-clock bounds (restarts, a 450 ms start) that a port
@@ -94,10 +94,12 @@ test-asan: deps-test
 valgrind: deps-test
 	$(MAKE) -C c_src all
 	$(MAKE) -C c_src $(patsubst c_src/tests/%.c,build/tests/%,$(wildcard c_src/tests/test_*.c)) \
-		build/fuzz/replay_fuzz_frame build/fuzz/replay_fuzz_answer build/fuzz/replay_fuzz_json
+		build/fuzz/replay_fuzz_frame build/fuzz/replay_fuzz_answer build/fuzz/replay_fuzz_json \
+		build/fuzz/replay_fuzz_ws
 	@set -e; for t in c_src/build/tests/test_* "c_src/build/fuzz/replay_fuzz_frame c_src/fuzz/corpus/fuzz_frame" \
 			"c_src/build/fuzz/replay_fuzz_answer c_src/fuzz/corpus/fuzz_answer" \
-			"c_src/build/fuzz/replay_fuzz_json c_src/fuzz/corpus/fuzz_json"; do \
+			"c_src/build/fuzz/replay_fuzz_json c_src/fuzz/corpus/fuzz_json" \
+			"c_src/build/fuzz/replay_fuzz_ws c_src/fuzz/corpus/fuzz_ws"; do \
 		echo "== valgrind $$t"; \
 		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
 			--errors-for-leak-kinds=definite,indirect --error-exitcode=1 \
@@ -107,6 +109,8 @@ valgrind: deps-test
 	IBKR_TEST_SLOW=1 $(REBAR3) ct --suite test/protocol_SUITE --group raw
 	IBKR_OAUTH_PORT=$(CURDIR)/scripts/valgrind-port.sh VALGRIND_LOG_DIR=$(CURDIR)/_build/valgrind \
 	IBKR_TEST_SLOW=1 $(REBAR3) ct --suite test/oauth_SUITE
+	IBKR_OAUTH_PORT=$(CURDIR)/scripts/valgrind-port.sh VALGRIND_LOG_DIR=$(CURDIR)/_build/valgrind \
+	IBKR_TEST_SLOW=1 $(REBAR3) ct --suite test/ws_port_SUITE
 	scripts/check-valgrind-logs.sh _build/valgrind
 
 fuzz: deps-dev

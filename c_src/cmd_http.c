@@ -7,8 +7,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cmd_ws.h"
 #include "commands.h"
 #include "http.h"
+#include "json_etf.h"
 #include "lst_json.h"
 #include "port_state.h"
 
@@ -19,6 +21,7 @@ enum { OP_HTTP, OP_AUTH };
 typedef struct op {
     struct op *prev, *next;
     int kind;
+    int decode_json; /* http with decode => json */
     http_xfer *xfer;
     uint64_t *ids;
     size_t nids, capids;
@@ -134,10 +137,30 @@ static void log_transport(const char *what, const http_result *r)
     (void)erlcmd_log(g_port.c, "debug", "%s failed: %s (%s)", what, r->error, r->detail);
 }
 
-/* {Id, {ok, #{status => S, headers => [{N, V}], body => B}}} */
-static void reply_response(uint64_t id, const http_result *r)
+/* decode => json: the answer's json => Term, or json_error => Why when the
+ * body is not JSON (the key is then rewritten). 0 / -1 (no memory). */
+static int encode_json_answer(ei_x_buff *x, const char *body, size_t len)
 {
-    size_t need = r->body_len + r->hdrs_len + 16 * r->nhdrs + 256;
+    int at = x->index;
+    const char *why = "nomem";
+    if (ei_x_encode_atom(x, "json") != 0)
+        return -1;
+    if (json_etf_decode(x, body, len, &why) == 0)
+        return 0;
+    x->index = at;
+    return ei_x_encode_atom(x, "json_error") == 0 && ei_x_encode_atom(x, why) == 0 ? 0 : -1;
+}
+
+/* {Id, {ok, #{status => S, headers => [{N, V}], body => B}}}, plus json or
+ * json_error with decode */
+static void reply_response(uint64_t id, const http_result *r, int decode)
+{
+    /* The decoded term comes on top of the body: 9/4 of the text at most (a
+     * float is 9 bytes, "1.0," 4) plus a few bytes per level of nesting.
+     * Reserved here, a lack of memory is {transport, too_large} rather than
+     * a failed frame. */
+    size_t need = r->body_len + (decode ? r->body_len / 4 * 9 + 1024 : 0) + r->hdrs_len +
+                  16 * r->nhdrs + 256;
     if (r->body_len > HTTP_BODY_MAX || erlcmd_reserve(g_port.c, need) != 0) {
         reply_transport_facts(id, "too_large", 1);
         return;
@@ -147,7 +170,7 @@ static void reply_response(uint64_t id, const http_result *r)
         return;
     int rc = ei_x_encode_tuple_header(x, 2);
     rc |= ei_x_encode_atom(x, "ok");
-    rc |= ei_x_encode_map_header(x, 3);
+    rc |= ei_x_encode_map_header(x, decode ? 4 : 3);
     rc |= ei_x_encode_atom(x, "status");
     rc |= ei_x_encode_long(x, r->status);
     rc |= ei_x_encode_atom(x, "headers");
@@ -167,6 +190,8 @@ static void reply_response(uint64_t id, const http_result *r)
     rc |= ei_x_encode_empty_list(x);
     rc |= ei_x_encode_atom(x, "body");
     rc |= erlcmd_encode_binary(x, r->body, r->body_len);
+    if (decode && rc == 0)
+        rc = encode_json_answer(x, r->body, r->body_len);
     (void)erlcmd_end(g_port.c, rc);
 }
 
@@ -177,7 +202,7 @@ static void on_http_done(void *user, const http_result *r)
         log_transport("http request", r);
         reply_transport_http(o->id0, r);
     } else {
-        reply_response(o->id0, r);
+        reply_response(o->id0, r, o->decode_json);
     }
     op_free(o);
 }
@@ -350,10 +375,13 @@ typedef struct {
 
 typedef struct {
     char *method, *url;       /* arena strings */
-    const char *body;         /* in the frame */
+    const char *body;         /* in the frame, or the arena for json */
     size_t body_len;
     long timeout;             /* ms, 0 (expired) or HTTP_TIMEOUT_NONE */
     int sign;
+    int json;                 /* body encoded from the json field */
+    int decode_json;          /* decode => json */
+    int has_ctype;            /* a Content-Type among hdrs */
     req_header hdrs[HTTP_REQ_HEADERS_MAX];
     size_t nhdrs;
 } http_req;
@@ -382,6 +410,8 @@ static int dec_headers(const frame *f, int at, http_req *rq)
             return -1;
         if (rq->sign && h.nlen == 13 && strncasecmp(h.name, "authorization", 13) == 0)
             continue;
+        if (h.nlen == 12 && strncasecmp(h.name, "content-type", 12) == 0)
+            rq->has_ctype = 1;
         rq->hdrs[rq->nhdrs++] = h;
     }
     if (n > 0 && (type_at(f, at, &t, &sz) != 0 || t != ERL_NIL_EXT))
@@ -389,21 +419,50 @@ static int dec_headers(const frame *f, int at, http_req *rq)
     return 0;
 }
 
-enum { H_METHOD, H_URL, H_HEADERS, H_BODY, H_TIMEOUT, H_SIGN, H_COUNT };
+enum { H_METHOD, H_URL, H_HEADERS, H_BODY, H_TIMEOUT, H_SIGN, H_JSON, H_DECODE, H_COUNT };
+
+/* json (the body, encoded into the arena) and decode => json. NULL, or the
+ * bad field; *err "nomem" when memory ran out. */
+static const char *dec_json_fields(const frame *f, const mfield *fl, http_req *rq,
+                                   const char **err)
+{
+    int idx;
+    const char *why;
+    if ((idx = fl[H_DECODE].at) >= 0) {
+        char a[ATOM_BUF];
+        if (dec_atom(f, &idx, a) != 0 || strcmp(a, "json") != 0)
+            return "decode";
+        rq->decode_json = 1;
+    }
+    if ((idx = fl[H_JSON].at) < 0)
+        return NULL;
+    if (fl[H_BODY].at >= 0) /* one body, not two */
+        return "json";
+    if (dec_json(f, &idx, &rq->body, &rq->body_len, &why) != 0) {
+        if (strcmp(why, "nomem") == 0)
+            *err = "nomem";
+        return "json";
+    }
+    rq->json = 1;
+    return NULL;
+}
 
 /* The request map into rq. NULL, or the name of the bad field ("" for a
- * Req that is not a map). */
-static const char *dec_http_req(const frame *f, int at, http_req *rq)
+ * Req that is not a map); *err "nomem" when memory ran out. */
+static const char *dec_http_req(const frame *f, int at, http_req *rq, const char **err)
 {
-    mfield fl[H_COUNT] = {{"method", -1}, {"url", -1}, {"headers", -1},
-                          {"body", -1}, {"timeout", -1}, {"sign", -1}};
+    mfield fl[H_COUNT] = {{"method", -1}, {"url", -1}, {"headers", -1}, {"body", -1},
+                          {"timeout", -1}, {"sign", -1}, {"json", -1}, {"decode", -1}};
+    *err = NULL;
     if (map_fields(f, at, fl, H_COUNT) != 0)
         return "";
     int idx;
+    const char *bad;
     rq->sign = 1;
     rq->body = "";
     rq->body_len = 0;
     rq->nhdrs = 0;
+    rq->json = rq->decode_json = rq->has_ctype = 0;
     if ((idx = fl[H_METHOD].at) < 0 || dec_method(f, &idx, &rq->method) != 0)
         return "method";
     if ((idx = fl[H_URL].at) < 0 || dec_url(f, &idx, &rq->url) != 0)
@@ -412,6 +471,8 @@ static const char *dec_http_req(const frame *f, int at, http_req *rq)
         return "sign";
     if ((idx = fl[H_BODY].at) >= 0 && dec_bin(f, &idx, &rq->body, &rq->body_len) != 0)
         return "body";
+    if ((bad = dec_json_fields(f, fl, rq, err)) != NULL)
+        return bad;
     if (fl[H_HEADERS].at >= 0 && dec_headers(f, fl[H_HEADERS].at, rq) != 0)
         return "headers";
     return get_timeout(f, fl[H_TIMEOUT].at, &rq->timeout);
@@ -427,7 +488,7 @@ static int build_xfer(http_xfer *x, const http_req *rq, const char **bad, const 
     else if (http_xfer_url(x, rq->url) != HTTP_SET_OK)
         *bad = "url";
     else if (http_xfer_body(x, rq->body, rq->body_len) != HTTP_SET_OK)
-        *bad = "body";
+        *bad = rq->json ? "json" : "body";
     for (size_t i = 0; *bad == NULL && i < rq->nhdrs; i++) {
         const req_header *h = &rq->hdrs[i];
         if (http_xfer_header(x, h->name, h->nlen, h->value, h->vlen) != HTTP_SET_OK)
@@ -444,6 +505,10 @@ static int build_xfer(http_xfer *x, const http_req *rq, const char **bad, const 
         else if (http_xfer_header(x, "Authorization", 13, auth, strlen(auth)) != HTTP_SET_OK)
             *err = "nomem";
     }
+    /* The Web API takes JSON; IBKR answers 415/400 to an unlabelled body. */
+    if (*bad == NULL && *err == NULL && rq->body_len > 0 && !rq->has_ctype &&
+        http_xfer_header(x, "Content-Type", 12, "application/json", 16) != HTTP_SET_OK)
+        *err = "nomem";
     if (*bad != NULL || *err != NULL) {
         http_xfer_free(x);
         return -1;
@@ -455,7 +520,11 @@ static int build_xfer(http_xfer *x, const http_req *rq, const char **bad, const 
 void cmd_http(const frame *f, uint64_t id, int at)
 {
     http_req rq;
-    const char *bad = dec_http_req(f, at, &rq), *err;
+    const char *err, *bad = dec_http_req(f, at, &rq, &err);
+    if (err != NULL) {
+        reply_error(id, err);
+        return;
+    }
     if (bad != NULL) {
         if (bad[0] == '\0')
             reply_error(id, "badarg");
@@ -490,6 +559,7 @@ void cmd_http(const frame *f, uint64_t id, int at)
         return;
     }
     o->xfer = x;
+    o->decode_json = rq.decode_json;
     g_port.requests++;
 }
 
@@ -505,6 +575,8 @@ void cmd_cancel(const frame *f, uint64_t id, int at)
     }
     size_t pos;
     op *o = op_find(target, &pos);
+    if (o == NULL)
+        (void)ws_cancel_open(target);
     if (o != NULL) {
         if (o->nids == 1) {
             op_abort(o);

@@ -60,6 +60,9 @@ static const command COMMANDS[] = {
     {"authenticate",        1,    1,      0,  cmd_authenticate},
     {"cancel",              1,    0,      1,  cmd_cancel},
     {"stats",               0,    1,      0,  cmd_stats},
+    {"ws_send",             2,    1,      0,  cmd_ws_send},
+    {"ws_open",             1,    1,      0,  cmd_ws_open},
+    {"ws_close",            1,    1,      0,  cmd_ws_close},
 };
 
 const command *command_find(const char *name)

@@ -37,6 +37,10 @@ void cmd_sign(const frame *f, uint64_t id, int at);
 void cmd_authenticate(const frame *f, uint64_t id, int at);
 void cmd_http(const frame *f, uint64_t id, int at);
 void cmd_cancel(const frame *f, uint64_t id, int at);
+/* cmd_ws.c */
+void cmd_ws_open(const frame *f, uint64_t id, int at);
+void cmd_ws_send(const frame *f, uint64_t id, int at);
+void cmd_ws_close(const frame *f, uint64_t id, int at);
 
 /* cmd_http.c's in-flight operations. */
 size_t ops_waiting(void); /* request ids waiting for an answer */

@@ -16,11 +16,11 @@ static char g_why[256];
 /* Every entry of the table: field name, and the symbol is "curl_" name. */
 #define CURL_LAZY_FNS(X)                                                                 \
     X(global_init) X(global_cleanup) X(version_info) X(easy_strerror) X(easy_init)        \
-    X(easy_cleanup) X(easy_reset) X(easy_setopt) X(easy_getinfo) X(multi_init)            \
-    X(multi_cleanup) X(multi_setopt) X(multi_add_handle) X(multi_remove_handle)           \
-    X(multi_socket_action) X(multi_info_read) X(share_init) X(share_cleanup)              \
-    X(share_setopt) X(slist_append) X(slist_free_all) X(url) X(url_cleanup) X(url_set)    \
-    X(url_get) X(free)
+    X(easy_cleanup) X(easy_reset) X(easy_setopt) X(easy_getinfo) X(easy_send)             \
+    X(easy_recv) X(multi_init) X(multi_cleanup) X(multi_setopt) X(multi_add_handle)       \
+    X(multi_remove_handle) X(multi_socket_action) X(multi_info_read) X(share_init)        \
+    X(share_cleanup) X(share_setopt) X(slist_append) X(slist_free_all) X(url)           \
+    X(url_cleanup) X(url_set) X(url_get) X(free)
 
 /* Compile-time only: assigning curl.h's function to the field fails to
  * compile (-Werror) when the field's type differs from its prototype. The

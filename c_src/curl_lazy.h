@@ -30,6 +30,8 @@ typedef struct {
     void (*easy_reset)(CURL *e);
     CURLcode (*easy_setopt)(CURL *e, CURLoption opt, ...);
     CURLcode (*easy_getinfo)(CURL *e, CURLINFO info, ...);
+    CURLcode (*easy_send)(CURL *e, const void *buf, size_t len, size_t *n);
+    CURLcode (*easy_recv)(CURL *e, void *buf, size_t len, size_t *n);
 
     CURLM *(*multi_init)(void);
     CURLMcode (*multi_cleanup)(CURLM *m);

@@ -14,6 +14,7 @@
 
 #include <openssl/crypto.h>
 
+#include "cmd_ws.h"
 #include "commands.h"
 #include "port_state.h"
 
@@ -137,6 +138,7 @@ void dispatch_frame(erlcmd *c, char *buf, size_t len, void *ctx)
 
 void dispatch_shutdown(void)
 {
+    ws_shutdown();
     ops_shutdown();
     port_state_free();
     arena_reset();

@@ -4,6 +4,7 @@
  */
 #include "etf_args.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +12,7 @@
 
 #include "erlcmd.h"
 #include "http.h"
+#include "json_etf.h"
 
 /* ---- arena for C strings of the current command ------------------------------ */
 
@@ -105,6 +107,31 @@ int dec_cstr(const frame *f, int *idx, char **out, size_t *outlen)
     *out = d;
     if (outlen != NULL)
         *outlen = n;
+    return 0;
+}
+
+/* Any term as JSON text (json_etf_encode), moved into the arena so that it
+ * goes away with the command's other strings. */
+int dec_json(const frame *f, int *idx, const char **out, size_t *outlen, const char **why)
+{
+    size_t n;
+    if (f->len > (size_t)INT_MAX) {
+        *why = "badarg";
+        return -1;
+    }
+    char *js = json_etf_encode(f->buf, (int)f->len, idx, &n, why);
+    if (js == NULL)
+        return -1;
+    char *d = arena_alloc(n + 1);
+    if (d != NULL)
+        memcpy(d, js, n + 1);
+    free(js);
+    if (d == NULL) {
+        *why = "nomem";
+        return -1;
+    }
+    *out = d;
+    *outlen = n;
     return 0;
 }
 

@@ -38,6 +38,9 @@ int type_at(const frame *f, int idx, int *type, int *size);
 int dec_atom(const frame *f, int *idx, char *out); /* out[ATOM_BUF] */
 int dec_bin(const frame *f, int *idx, const char **p, size_t *n);
 int dec_cstr(const frame *f, int *idx, char **out, size_t *outlen);
+/* The term at *idx encoded as JSON text (json_etf.h), in the arena
+ * (NUL-terminated); -1 with *why "badarg", "depth" or "nomem". */
+int dec_json(const frame *f, int *idx, const char **out, size_t *outlen, const char **why);
 int dec_i64(const frame *f, int *idx, long long *v);
 int dec_u64(const frame *f, int *idx, unsigned long long *v);
 int dec_bool(const frame *f, int *idx, int *v);

@@ -354,12 +354,12 @@ int http_set_ca_file(const char *path)
     return 0;
 }
 
-/* Options every transfer gets; any failure means the handle is unusable. */
-static int easy_defaults(http_xfer *x)
+int http_easy_policy(void *easy)
 {
-    CURL *e = x->easy;
+    CURL *e = easy;
+    if (g_multi == NULL)
+        return -1; /* http_open first */
     int bad = 0;
-    bad |= curl_lazy.easy_setopt(e, CURLOPT_PRIVATE, x) != CURLE_OK;
     bad |= curl_lazy.easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
     bad |= curl_lazy.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
     bad |= curl_lazy.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK;
@@ -372,6 +372,19 @@ static int easy_defaults(http_xfer *x)
         bad |= curl_lazy.easy_setopt(e, CURLOPT_CAINFO, g_ca_file) != CURLE_OK;
         bad |= curl_lazy.easy_setopt(e, CURLOPT_CAPATH, g_capath) != CURLE_OK;
     }
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_SHARE, g_share) != CURLE_OK;
+    /* Don't wait for resolver threads when the port shuts down. */
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_QUICK_EXIT, 1L) != CURLE_OK;
+    return bad ? -1 : 0;
+}
+
+/* Options every transfer gets; any failure means the handle is unusable. */
+static int easy_defaults(http_xfer *x)
+{
+    CURL *e = x->easy;
+    int bad = http_easy_policy(e) != 0;
+    bad |= curl_lazy.easy_setopt(e, CURLOPT_PRIVATE, x) != CURLE_OK;
     bad |= curl_lazy.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
     bad |= curl_lazy.easy_setopt(e, CURLOPT_WRITEDATA, x) != CURLE_OK;
     bad |= curl_lazy.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
@@ -382,12 +395,8 @@ static int easy_defaults(http_xfer *x)
     bad |= curl_lazy.easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)HTTP_BODY_MAX) != CURLE_OK;
     /* Send the path exactly as signed (no dot-segment squashing). */
     bad |= curl_lazy.easy_setopt(e, CURLOPT_PATH_AS_IS, 1L) != CURLE_OK;
-    bad |= curl_lazy.easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
     bad |= curl_lazy.easy_setopt(e, CURLOPT_USERAGENT, "ibkr_oauth") != CURLE_OK;
-    bad |= curl_lazy.easy_setopt(e, CURLOPT_SHARE, g_share) != CURLE_OK;
     bad |= curl_lazy.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)HTTP_TIMEOUT_DEFAULT) != CURLE_OK;
-    /* Don't wait for resolver threads when the port shuts down. */
-    bad |= curl_lazy.easy_setopt(e, CURLOPT_QUICK_EXIT, 1L) != CURLE_OK;
     return bad ? -1 : 0;
 }
 
@@ -633,7 +642,7 @@ void http_xfer_cancel(http_xfer *x)
 
 /* ---- completion --------------------------------------------------------------- */
 
-static const char *curl_error_kind(CURLcode rc, const http_xfer *x)
+static const char *curl_error_kind(CURLcode rc, int too_large)
 {
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
@@ -668,15 +677,20 @@ static const char *curl_error_kind(CURLcode rc, const http_xfer *x)
     case CURLE_FILESIZE_EXCEEDED:
         return "too_large";
     default: /* our callbacks refusing data show up as CURLE_WRITE_ERROR */
-        return x->too_large ? "too_large" : "other";
+        return too_large ? "too_large" : "other";
     }
+}
+
+const char *http_error_kind(int curl_code)
+{
+    return curl_error_kind((CURLcode)curl_code, 0);
 }
 
 /* The real class of a failure. A resend libcurl was refused (on_prereq)
  * means the connection died after the request went out: recv. */
 static const char *error_kind(CURLcode rc, const http_xfer *x)
 {
-    return x->resend_refused ? "recv" : curl_error_kind(rc, x);
+    return x->resend_refused ? "recv" : curl_error_kind(rc, x->too_large);
 }
 
 static void finish(CURL *e, CURLcode rc)

@@ -61,6 +61,16 @@ int http_open(const char **why);
 /* Aborts every transfer (no callbacks), then curl_global_cleanup. */
 void http_global_cleanup(void);
 
+/* The policy every transfer gets (TLS verified against the system store and
+ * the extra bundle, http/https only, no redirects, no signals, keep-alive,
+ * the shared TLS session cache), set on another libcurl easy handle (a
+ * CURL *) so it connects exactly as every request does. 0 / -1 (also before
+ * http_open). */
+int http_easy_policy(void *easy);
+/* A libcurl CURLcode as a transport kind: "timeout", "resolve", "connect",
+ * "tls", "send", "recv", "too_large" or "other". */
+const char *http_error_kind(int curl_code);
+
 /* Extra trusted CA bundle (in addition to the system store) for transfers
  * started from now on; NULL: system store only. 0 / -1. */
 int http_set_ca_file(const char *path);

@@ -4,9 +4,10 @@
  * fd 3 carries {packet,4} frames from the BEAM, fd 4 frames to it (the port
  * is opened with nouse_stdio); fds 0-2 are left alone and nothing is ever
  * written to stdout. One poll() covers fd 3, fd 4 while output is queued,
- * and every socket libcurl asks for, with curl's timer as the timeout. Each
- * turn: write queued replies, poll, read and dispatch a batch of frames, let
- * curl progress. EOF, POLLHUP or POLLERR on fd 3 means the BEAM is gone:
+ * every socket libcurl asks for and the websocket's (cmd_ws.h), with the
+ * nearest of their timers as the timeout. Each turn: write queued replies,
+ * poll, read and dispatch a batch of frames, let curl and the websocket
+ * progress. EOF, POLLHUP or POLLERR on fd 3 means the BEAM is gone:
  * secrets are wiped, transfers aborted and the process exits 0, with an
  * alarm() backstop in case a cleanup step blocks.
  */
@@ -23,6 +24,7 @@
 #include <sys/prctl.h>
 #endif
 
+#include "cmd_ws.h"
 #include "dispatch.h"
 #include "erlcmd.h"
 #include "http.h"
@@ -101,9 +103,9 @@ int main(void)
         if (erlcmd_flush(&cmd) < 0)
             break; /* the BEAM closed its end */
 
-        size_t nsock = http_poll_count();
-        if (pcap < 2 + nsock) {
-            size_t cap = 2 + nsock + 16; /* room for a few more of curl's sockets */
+        size_t nsock = http_poll_count(), nws = ws_poll_count();
+        if (pcap < 2 + nsock + nws) {
+            size_t cap = 2 + nsock + nws + 16; /* room for a few more of curl's sockets */
             struct pollfd *p = realloc(pfds, cap * sizeof *p);
             if (p == NULL) {
                 status = 1;
@@ -120,8 +122,13 @@ int main(void)
         pfds[1].events = POLLOUT;
         pfds[1].revents = 0;
         nsock = http_poll_fill(pfds + 2, nsock);
+        /* The websocket's messages wait in the kernel while replies back up. */
+        nws = ws_poll_fill(pfds + 2 + nsock, nws, pending < OUT_BACKLOG_MAX);
 
-        int n = poll(pfds, (nfds_t)(2 + nsock), http_poll_timeout());
+        int tmo = http_poll_timeout(), wtmo = ws_poll_timeout();
+        if (wtmo >= 0 && (tmo < 0 || wtmo < tmo))
+            tmo = wtmo;
+        int n = poll(pfds, (nfds_t)(2 + nsock + nws), tmo);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -137,6 +144,7 @@ int main(void)
         if (pfds[1].revents & (POLLERR | POLLHUP | POLLNVAL))
             break;
         http_poll_handle(pfds + 2, nsock);
+        ws_poll_handle(pfds + 2 + nsock, nws);
     }
 
     alarm(EXIT_BACKSTOP_S);

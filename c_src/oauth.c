@@ -925,6 +925,11 @@ int oauth_has_lst(const oauth_session *s)
     return s != NULL && s->has_lst;
 }
 
+const char *oauth_access_token(const oauth_session *s)
+{
+    return s->access_token;
+}
+
 /* ---- request signing (HMAC-SHA256) ----------------------------------------- */
 
 /* Splits query[0..n) on '&' into percent-decoded key=value params appended

@@ -97,6 +97,8 @@ oauth_status oauth_lst_complete(oauth_session *s, const char *dh_response_hex,
 oauth_status oauth_live_session_token(const oauth_session *s, char *out,
                                       size_t cap, int64_t *expires_ms);
 int oauth_has_lst(const oauth_session *s);
+/* The access token (NUL-terminated), for the websocket URL. */
+const char *oauth_access_token(const oauth_session *s);
 
 /* HMAC-SHA256 Authorization value for method+url (spec §5), written
  * NUL-terminated into out[cap] (OAUTH_AUTH_MAX is always enough). A query in

@@ -9,7 +9,7 @@ set -euo pipefail
 build_pkgs=(gcc make pkg-config ca-certificates
     erlang-base erlang-dev erlang-crypto erlang-public-key erlang-ssl erlang-inets
     erlang-syntax-tools erlang-tools rebar3
-    libssl-dev libcurl4-openssl-dev libjson-c-dev)
+    libssl-dev libcurl4-openssl-dev libjson-c-dev libwslay-dev)
 test_pkgs=(libcmocka-dev erlang-common-test erlang-eunit erlang-proper erlang-dialyzer erlang-edoc
     elixir valgrind)
 dev_pkgs=(clang libclang-rt-14-dev clang-tidy cppcheck)

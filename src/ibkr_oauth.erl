@@ -44,7 +44,8 @@
          stats/1, os_pid/1]).
 
 -export_type([server/0, name/0, key/0, config/0, method/0, pins/0, request_opts/0,
-              sign_opts/0, response/0, stats/0, rate_limit/0, websocket/0]).
+              sign_opts/0, response/0, stats/0, rate_limit/0, websocket/0, json/0,
+              json_error/0]).
 
 -type server() :: pid() | atom() | {via, module(), term()} | {global, term()}.
 %% How a session is registered: as for `gen_server', or `{cluster, Name}':
@@ -78,10 +79,16 @@
 -type method() :: get | post | put | delete | patch | head.
 -type pins() :: #{nonce => binary(), timestamp => non_neg_integer(), dh_random => binary()}.
 -type request_opts() :: #{query => [{binary(), binary()}], body => iodata(),
+                          json => json(), decode => json,
                           headers => [{binary(), binary()}], timeout => timeout()}.
+%% A term that maps to JSON (see {@link request/4}).
+-type json() :: #{binary() | atom() => json()} | [json()] | binary() | number()
+              | true | false | null.
 -type sign_opts() :: #{nonce => binary(), timestamp => non_neg_integer(), lst => binary()}.
 -type response() :: #{status := 100..599, headers := [{binary(), binary()}], body := binary(),
-                      queued_ms := non_neg_integer()}.
+                      queued_ms := non_neg_integer(),
+                      json => json(), json_error => json_error()}.
+-type json_error() :: empty | syntax | utf8 | depth | too_large | number | nomem.
 -type websocket() :: #{url := binary(), session := binary(), cookie := binary(),
                        headers := [{binary(), binary()}]}.
 -type stats() :: #{requests := non_neg_integer(), handshakes := non_neg_integer(),
@@ -112,6 +119,9 @@
 -define(MAX_HEADERS, 100).
 -define(MAX_HEADER_BYTES, 65536).
 -define(MAX_TIMEOUT, 4294967295).   % the longest Erlang timer, ms
+%% The port's JSON limits (c_src/json_etf.h): nesting, integer magnitude.
+-define(JSON_MAX_DEPTH, 128).
+-define(JSON_MAX_INT, (1 bsl 1344)).
 -define(METHODS, [get, post, put, delete, patch, head]).
 
 %%====================================================================
@@ -382,14 +392,32 @@ request(Server, Method, Path) -> request(Server, Method, Path, #{}).
 %%
 %% `Path' is relative to `base_url' and starts with `/'. Options: `query'
 %% (pairs of binaries, percent-encoded here: RFC 3986 unreserved characters
-%% kept, everything else `%XX'), `body' (iodata, e.g. JSON; set a
-%% `content-type' header yourself), `headers' (at most 100 `{Name, Value}'
+%% kept, everything else `%XX'), `body' (iodata: JSON text; a non-empty body
+%% goes out with `Content-Type: application/json' unless `headers' has a
+%% `content-type'), `json' (instead of `body': a term the port encodes as
+%% the JSON body, same `Content-Type' rule), `decode => json' (the answer
+%% gains `json', see below), `headers' (at most 100 `{Name, Value}'
 %% binaries, 64 KiB together, else `{error, {badarg, headers}}'), `timeout'
 %% (ms or `infinity', default the session's `request_timeout'; the whole
 %% request including waiting for a handshake and retries; `0' is a deadline
 %% already passed: `{error, timeout}' at once, nothing sent). A path with its
 %% query over 64 KiB is `{error, {badarg, url}}'. Every bad argument is
 %% refused before anything is copied or sent, its sizes checked first.
+%%
+%% JSON mapping, both ways (done in the port): object = map with binary keys
+%% (atom keys accepted when encoding), array = list, string = UTF-8 binary,
+%% integer = integer (up to 2^1344 in magnitude), other number = float,
+%% `true'/`false'/`null' = those atoms (Elixir: `:null', not `nil'). A
+%% `json' term that does not map (tuples, pids, other atoms, invalid UTF-8,
+%% bitstrings, improper lists, a map with `a' and `<<"a">>' as keys, more
+%% than 128 levels of nesting) is `{error, {badarg, json}}', before anything
+%% is sent; `json' together with
+%% `body' is `{error, {badarg, json}}'. With `decode => json' the answer of a
+%% complete exchange (any status) carries `json := Term', or, when the body
+%% is not JSON, `json_error := Why' (`empty', `syntax', `utf8', `depth',
+%% `too_large', `number': an integer beyond 2^1344 or a float beyond the
+%% double range); the raw `body' is always there. Duplicate keys in an
+%% object: the last one wins.
 %%
 %% Without a usable LST (none, or expiring within `refresh_margin') the
 %% session authenticates first, one handshake for all waiting requests. A
@@ -418,6 +446,7 @@ request(Server, Method, Path, Opts) ->
         PathQuery = path_query(Path, maps:get(query, Opts, [])),
         Headers = headers(maps:get(headers, Opts, [])),
         Body = body(maps:get(body, Opts, <<>>)),
+        PortOpts = json_opts(Opts),
         Timeout = case maps:get(timeout, Opts, default) of
                       default -> default;
                       infinity -> infinity;
@@ -432,10 +461,10 @@ request(Server, Method, Path, Opts) ->
                           _ when Timeout + ?CALL_MARGIN > ?MAX_TIMEOUT -> infinity;
                           _ -> Timeout + ?CALL_MARGIN
                       end,
-        {PathQuery, Headers, Body, Timeout, CallTimeout}
+        {PathQuery, Headers, Body, Timeout, CallTimeout, PortOpts}
     of
-        {PQ, H, B, TO, CT} ->
-            call(Server, {request, Method, PQ, H, B, TO}, CT)
+        {PQ, H, B, TO, CT, PO} ->
+            call(Server, {request, Method, PQ, H, B, TO, PO}, CT)
     catch
         throw:{badarg, _} = Why -> {error, Why};
         throw:too_large -> {error, too_large}
@@ -511,6 +540,61 @@ headers([{N, V} | Rest], Count, Bytes)
     Bytes1 =< ?MAX_HEADER_BYTES orelse throw({badarg, headers}),
     headers(Rest, Count + 1, Bytes1);
 headers(_, _, _) -> throw({badarg, headers}).
+
+%% The `json' and `decode' options, as fields of the port's http command.
+%% The port checks the term again; checking it here answers at once, before
+%% a handshake or a rate-limit slot is spent on a request that cannot go.
+-spec json_opts(map()) -> map().
+json_opts(#{json := _, body := _}) -> throw({badarg, json});
+json_opts(Opts) ->
+    Json = case Opts of
+               #{json := T} ->
+                   is_json(T, ?JSON_MAX_DEPTH) orelse throw({badarg, json}),
+                   #{json => T};
+               #{} -> #{}
+           end,
+    case Opts of
+        #{decode := json} -> Json#{decode => json};
+        #{decode := _} -> throw({badarg, decode});
+        #{} -> Json
+    end.
+
+%% The rules of c_src/json_etf.h (json_etf_encode); Depth: containers that
+%% may still open.
+-spec is_json(term(), non_neg_integer()) -> boolean().
+is_json(B, _) when is_binary(B) -> is_utf8(B);
+is_json(I, _) when is_integer(I) -> abs(I) < ?JSON_MAX_INT;
+is_json(F, _) when is_float(F) -> true;   % Erlang floats are always finite
+is_json(A, _) when A =:= true; A =:= false; A =:= null -> true;
+is_json(_, 0) -> false;
+is_json(L, Depth) when is_list(L) -> is_json_list(L, Depth - 1);
+is_json(M, Depth) when is_map(M) ->
+    Names = [json_name(K) || K <- maps:keys(M)],
+    not lists:member(error, Names)
+        andalso length(lists:usort(Names)) =:= map_size(M)
+        andalso lists:all(fun(V) -> is_json(V, Depth - 1) end, maps:values(M));
+is_json(_, _) -> false.
+
+-spec is_json_list(term(), non_neg_integer()) -> boolean().
+is_json_list([], _) -> true;
+is_json_list([H | T], Depth) -> is_json(H, Depth) andalso is_json_list(T, Depth);
+is_json_list(_, _) -> false.   % improper
+
+%% A map key's JSON name: binaries (UTF-8) and atoms only.
+-spec json_name(term()) -> binary() | error.
+json_name(K) when is_atom(K) -> atom_to_binary(K, utf8);
+json_name(K) when is_binary(K) ->
+    case is_utf8(K) of
+        true -> K;
+        false -> error
+    end;
+json_name(_) -> error.
+
+%% Strict UTF-8 (the utf8 segment refuses overlong forms and surrogates).
+-spec is_utf8(binary()) -> boolean().
+is_utf8(<<_/utf8, Rest/binary>>) -> is_utf8(Rest);
+is_utf8(<<>>) -> true;
+is_utf8(_) -> false.
 
 %% The size first: no 1 GiB copy just to refuse it.
 -spec body(term()) -> binary().

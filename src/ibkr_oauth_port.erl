@@ -157,6 +157,8 @@ known_atoms() ->
      resolve, connect, tls, send, recv, too_large, other, cancelled, timeout,
      http, transport, bad_response, not_json, missing_field, sent, bad_status,
      lst_expiration,
+     %% JSON (http with json/decode): literals, json_error reasons
+     json, decode, json_error, null, empty, syntax, utf8, depth, number,
      %% commands
      init, echo, cancel, stats, lst_request, lst_complete,
      live_session_token, authenticate,

@@ -28,7 +28,8 @@ new(From, {Method, PathQuery, Headers, Body}, BaseUrl, Deadline, NowUs) ->
          path = Path, headers = Headers, body = Body, deadline = Deadline, started = NowUs}.
 
 %% @doc The port's `{http, Req}' map for one attempt with the port timeout
-%% `Timeout'. A websocket_info/1 tickle asks for the JSON decoded.
+%% `Timeout', with the caller's extra fields (`json', `decode'). A
+%% websocket_info/1 tickle asks for the JSON decoded.
 -spec command(req(), pos_integer() | infinity) -> map().
 command(R, Timeout) ->
     Http = #{method => method_bin(R#req.method), url => R#req.url,
@@ -37,9 +38,10 @@ command(R, Timeout) ->
                 <<>> -> Http;
                 Body -> Http#{body => Body}
             end,
+    Http2 = maps:merge(Http1, R#req.port_opts),
     case R#req.websocket of
-        true -> Http1#{decode => json};
-        false -> Http1
+        true -> Http2#{decode => json};
+        false -> Http2
     end.
 
 %% @doc What the retry policy needs to know, with `Left' ms before the

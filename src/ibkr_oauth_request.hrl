@@ -6,6 +6,7 @@
     path = <<>> :: binary(),                   % relative, without the query
     headers :: [{binary(), binary()}],
     body :: binary(),
+    port_opts = #{} :: map(),                  % more http command fields: json, decode
     deadline = infinity :: integer() | infinity,   % monotonic ms
     timer :: reference() | undefined,          % the deadline timer
     %% new, lst (waiting for a handshake), rl (rate-limit queue), at the

@@ -198,8 +198,10 @@ init(_) -> {stop, not_supported}.
 -spec handle_call(term(), from(), state()) ->
     {noreply, state()} | {reply, term(), state()}.
 handle_call({request, Method, PathQuery, Headers, Body, Timeout}, From, St) ->
+    handle_call({request, Method, PathQuery, Headers, Body, Timeout, #{}}, From, St);
+handle_call({request, Method, PathQuery, Headers, Body, Timeout, PortOpts}, From, St) ->
     {Ref, R, St1} = new_req(From, {Method, PathQuery, Headers, Body}, Timeout, St),
-    {noreply, pump(dispatch(Ref, add_req(Ref, R, St1)))};
+    {noreply, pump(dispatch(Ref, add_req(Ref, R#req{port_opts = PortOpts}, St1)))};
 handle_call(websocket_info, From, #st{lst = L} = St) ->
     case ibkr_oauth_keepalive:session(sys_now(), ibkr_oauth_lst:epoch(L),
                                       ibkr_oauth_lst:live(sys_now(), L), St#st.keepalive) of

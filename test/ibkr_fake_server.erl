@@ -39,7 +39,9 @@
 %% GET /portfolio/accounts, GET /portfolio/{acct}/positions/{page},
 %% POST /iserver/account/{acct}/orders, GET /iserver/account/orders,
 %% GET /iserver/secdef/search (the /iserver/* ones need ssodh/init first,
-%% else 400 "no bridge"), POST /logout, any method /echo; else 404.
+%% else 400 "no bridge"), POST /logout, any method /echo (the request as
+%% JSON: method, path, query, headers, body) and /echo/raw (the request body
+%% as the answer's body, byte for byte); else 404.
 -module(ibkr_fake_server).
 -behaviour(gen_server).
 
@@ -142,6 +144,8 @@ init(Opts) ->
 handle_call({request, Req}, _From, S) ->
     {Action, S1} = handle_request(Req, count_request(Req, S)),
     {reply, Action, S1};
+handle_call({api, Cmd}, _From, S) ->
+    ibkr_fake_api:server_call(Cmd, S);
 handle_call(info, _From, S) ->
     {reply, info_map(S), S};
 handle_call({set_fault, Fault}, _From, S) ->
@@ -664,8 +668,16 @@ request_url(#{headers := Headers, target := Target}) ->
 
 %%% --------------------------------------------------------------- routes
 
+%% The trading endpoints (snapshot, history, contract info, summary, order
+%% questions and replies, modify, cancel, live orders with force, trades,
+%% positions paging) are served by ibkr_fake_api, which sees every signed
+%% request first (its controls: ibkr_fake_api:configure/1, state/0).
 route(Req = #{method := Method}, Path, S) ->
-    route(Method, binary:split(Path, <<"/">>, [global, trim_all]), Req, S).
+    Segments = binary:split(Path, <<"/">>, [global, trim_all]),
+    case ibkr_fake_api:route(Method, Segments, Req, S) of
+        {pass, S1} -> route(Method, Segments, Req, S1);
+        Answer -> Answer
+    end.
 
 route(<<"POST">>, [<<"iserver">>, <<"auth">>, <<"ssodh">>, <<"init">>], _Req, S) ->
     {ok_json(#{passed => true, authenticated => true, connected => true, competing => false}),
@@ -688,6 +700,8 @@ route(<<"GET">>, [<<"portfolio">>, Acct, <<"positions">>, _Page], _Req, S) ->
     end;
 route(_, [<<"echo">>], Req, S) ->
     {ok_json(echo(Req)), S};
+route(_, [<<"echo">>, <<"raw">>], #{body := Body}, S) ->
+    {{respond, 200, [], Body}, S};
 route(Method, [<<"iserver">> | Rest], Req, S = #{bridge := true}) ->
     brokerage(Method, Rest, Req, S);
 route(_, [<<"iserver">> | _], _Req, S) ->

@@ -7,7 +7,7 @@
 %% port's owner forwards the reply, i.e. the least an Erlang wrapper can do).
 %% Throughput runs are time-boxed so the whole bench stays under 2 minutes.
 -module(ibkr_oauth_bench).
--export([main/0, write_frames/2]).
+-export([main/0, write_frames/2, ws_stream/0]).
 
 -define(N_SEQ, 20000).
 -define(WARMUP, 2000).
@@ -47,6 +47,7 @@ run() ->
     ok = ibkr_oauth:stop(S),
     {EchoStart, PortStart, Ready} = start_times(),
     {Req, HttpMem} = request_throughput(),
+    {WsRate, WsLat} = ws_stream(),
     E50 = p(50, Echo),
     Lat = fun(Name, Us, Target) -> {Name, us(Us), Us / E50, Target} end,
     Tp = fun(C, R, Target) ->
@@ -74,7 +75,10 @@ run() ->
             {"port RssAnon after HTTPS", kb(maps:get(rssanon, HttpMem)), none, "-"},
             {"port Pss after HTTPS", kb(maps:get(pss, HttpMem)), none, "-"},
             {"LST handshake compute (lst_request + lst_complete)", us(Handshake), none, "-"},
-            {"request/4 GET, local fake server (TLS, reused), 16 callers", per_s(Req), none, "-"}],
+            {"request/4 GET, local fake server (TLS, reused), 16 callers", per_s(Req), none, "-"},
+            {"websocket messages delivered, local TLS sender (raw port)", per_s(WsRate), none,
+             ">= 100000 /s"},
+            Lat("websocket message, ssl:send to event in owner p50", WsLat, "<= 1.5x floor")],
     print(Rows),
     io:format("~nVmRSS counts every resident page mapped, most of it libcrypto, libcurl and "
               "their dependencies,~nshared with every other process using them (page cache); "
@@ -300,6 +304,68 @@ request_throughput() ->
     ok = ibkr_oauth:stop(S),
     ibkr_fake_server:stop(),
     {R, Mem}.
+
+%% The port's websocket fed by a local TLS sender (test/ibkr_ws_peer.erl):
+%% messages per second from the first byte sent to the last event decoded
+%% by the port's owner (?WS_N market-data-sized text frames written in
+%% batches while the owner reads), and the p50 of one message from
+%% ssl:send to its event decoded in the owner (one at a time). Exported to
+%% run alone: ibkr_oauth_bench:ws_stream().
+-define(WS_N, 200000).
+-define(WS_BATCH, 500).
+-define(WS_LAT_N, 2000).
+-spec ws_stream() -> {float(), float()}.
+ws_stream() ->
+    Peer = ibkr_ws_peer:listen(),
+    {ok, P, _} = ibkr_oauth_port:open(),
+    {ok, V} = ibkr_oauth_config:validate(
+                ibkr_test_lib:vector_config(public, maps:with([base_url, ca_file], Peer))),
+    true = port_command(P, term_to_binary({1, {init, ibkr_oauth_config:to_port(V)}})),
+    ok = ws_await(P, 1),
+    true = port_command(P, term_to_binary({2, {ws_open, #{cookie => <<"bench">>}}})),
+    S = ibkr_ws_peer:accept(Peer),
+    Key = ibkr_ws_peer:header(<<"sec-websocket-key">>, ibkr_ws_peer:read_upgrade(S)),
+    ok = ibkr_ws_peer:answer_101(S, Key),
+    {ok, Conn} = ws_await(P, 2),
+    Tick = <<"{\"topic\":\"smd+265598\",\"conid\":265598,\"_updated\":1700000000000,"
+             "\"31\":\"189.60\",\"84\":\"189.59\",\"86\":\"189.61\"}">>,
+    Batch = binary:copy(<<16#81, (byte_size(Tick)), Tick/binary>>, ?WS_BATCH),
+    T0 = erlang:monotonic_time(microsecond),
+    Sender = spawn_link(fun() -> [ok = ssl:send(S, Batch) || _ <- lists:seq(1, ?WS_N div ?WS_BATCH)] end),
+    ok = ws_events(P, Conn, ?WS_N),
+    Rate = ?WS_N / ((erlang:monotonic_time(microsecond) - T0) / 1.0e6),
+    unlink(Sender),
+    One = fun() -> ok = ibkr_ws_peer:send_frame(S, true, 1, Tick), ok = ws_events(P, Conn, 1) end,
+    [One() || _ <- lists:seq(1, 200)],
+    Lat = p(50, lists:sort(samples(One, ?WS_LAT_N))),
+    port_close(P),
+    _ = ssl:close(S),
+    ibkr_ws_peer:close(Peer),
+    {Rate, Lat}.
+
+-spec ws_await(port(), pos_integer()) -> term().
+ws_await(P, Id) ->
+    receive
+        {P, {data, Bin}} ->
+            case ibkr_oauth_port:decode(Bin) of
+                {ok, Id, Reply} -> Reply;
+                {ok, 0, {log, _, _}} -> ws_await(P, Id)
+            end
+    after 10000 -> error({no_reply, Id})
+    end.
+
+-spec ws_events(port(), pos_integer(), non_neg_integer()) -> ok.
+ws_events(_P, _Conn, 0) -> ok;
+ws_events(P, Conn, N) ->
+    receive
+        {P, {data, Bin}} ->
+            case ibkr_oauth_port:decode(Bin) of
+                {ok, 0, {ws, Conn, {K, _}}} when K =:= text; K =:= message ->
+                    ws_events(P, Conn, N - 1);
+                {ok, 0, {log, _, _}} -> ws_events(P, Conn, N)
+            end
+    after 10000 -> error({ws_events_missing, N})
+    end.
 
 %% kB from /proc: VmRSS and RssAnon (status), Pss (smaps_rollup).
 -spec memory(non_neg_integer()) -> #{atom() => non_neg_integer()}.

@@ -64,21 +64,44 @@ run() ->
         [fingerprint(Lst), calendar:system_time_to_rfc3339(Exp, [{unit, millisecond}])]),
     show(step("brokerage session status (ssodh/init was sent after the LST)",
               fun() -> ok_status(ibkr_oauth:request(S, get, <<"/iserver/auth/status">>, #{})) end)),
-    Accounts = step("list accounts: GET /portfolio/accounts (HMAC-SHA256 signed)",
-                    fun() -> ok_status(ibkr_oauth:request(S, get, <<"/portfolio/accounts">>, #{})) end),
-    show(Accounts),
+    {ok, Accounts} = step("list accounts: ibkr_oauth_api:accounts/1, GET /portfolio/accounts (HMAC-SHA256 signed)",
+                          fun() -> ibkr_oauth_api:accounts(S) end),
     Acct = first_account(Accounts),
-    show(step(io_lib:format("positions: GET /portfolio/~ts/positions/0", [Acct]),
-              fun() -> ok_status(ibkr_oauth:request(S, get, <<"/portfolio/", Acct/binary, "/positions/0">>, #{})) end)),
-    Order = <<"{\"orders\":[{\"conid\":265598,\"orderType\":\"LMT\",\"price\":150.0,"
-              "\"side\":\"BUY\",\"quantity\":10,\"tif\":\"DAY\"}]}">>,
-    OrderStep = "place an order: POST /iserver/account/" ++ binary_to_list(Acct) ++ "/orders",
+    say("   accounts: ~ts", [lists:join(", ", [maps:get(<<"accountId">>, A, <<"?">>) || A <- Accounts])]),
+    {ok, Positions} =
+        step(io_lib:format("positions: ibkr_oauth_api:positions/3, GET /portfolio/~ts/positions/{page}, every page", [Acct]),
+             %% /portfolio/accounts (IBKR's preflight) was just sent by accounts/1
+             fun() -> ibkr_oauth_api:positions(S, Acct, #{preflight => false}) end),
+    say("   ~b position(s)", [length(Positions)]),
+    [say("     ~ts ~p @ ~p ~ts", [maps:get(<<"contractDesc">>, P, <<"?">>), maps:get(<<"position">>, P, null),
+                                  maps:get(<<"mktPrice">>, P, null), maps:get(<<"currency">>, P, <<>>)])
+     || P <- lists:sublist(Positions, 5)],
+    Fields = [last, bid, ask, bid_size, ask_size, volume, change, change_pct, high, low],
+    {ok, Quotes} =
+        step("snapshot: ibkr_oauth_api:snapshot/3, GET /iserver/accounts then /iserver/marketdata/snapshot (asked again while a feed starts)",
+             fun() -> ibkr_oauth_api:snapshot(S, [265598, 8314], Fields) end),
+    [say("   ~b: ~ts", [Conid, lists:join(", ", [io_lib:format("~ts=~tp", [name(F), V])
+                                              || F <- Fields, {ok, V} <- [maps:find(F, Q)]])])
+     || {Conid, Q} <- lists:sort(maps:to_list(Quotes))],
+    Order = #{conid => 265598, orderType => <<"LMT">>, price => 150.0, side => <<"BUY">>,
+              quantity => 10, tif => <<"DAY">>},
+    OrderStep = "place an order: ibkr_oauth_api:place_order/4, POST /iserver/account/" ++ binary_to_list(Acct)
+        ++ "/orders, confirming only o354",
     case Target of
         fake ->
-            show(step(OrderStep,
-                      fun() -> ok_status(ibkr_oauth:request(S, post, <<"/iserver/account/", Acct/binary, "/orders">>,
-                                                            #{body => Order,
-                                                              headers => [{<<"content-type">>, <<"application/json">>}]})) end));
+            %% the fake asks what IBKR asks of an order without market data
+            ok = ibkr_fake_api:configure(#{questions => [[<<"o354">>]]}),
+            OnConfirm = fun(Q) ->
+                                say("   IBKR asked (~ts): ~ts", [lists:join(",", maps:get(<<"messageIds">>, Q, [])),
+                                                             lists:join(" ", maps:get(<<"message">>, Q, []))]),
+                                say("   answered POST /iserver/reply/~ts {\"confirmed\":true}", [maps:get(<<"id">>, Q)])
+                        end,
+            {ok, Acks} = step(OrderStep,
+                              fun() -> ibkr_oauth_api:place_order(S, Acct, [Order],
+                                                                  #{confirm => [<<"o354">>], on_confirm => OnConfirm})
+                              end),
+            [say("   acknowledged: order ~ts, ~ts", [maps:get(<<"order_id">>, A, <<"?">>),
+                                                    maps:get(<<"order_status">>, A, <<"?">>)]) || A <- Acks];
         {real, _} ->
             say("-> ~ts: skipped against real IBKR", [OrderStep])
     end,
@@ -113,12 +136,11 @@ ok_status(Other) -> Other.
 
 show({Status, Body}) -> say("   ~b ~ts", [Status, Body]).
 
-%% The fake server's answer is a JSON list of objects with "accountId".
-first_account({_, Body}) ->
-    case re:run(Body, <<"\"accountId\"\\s*:\\s*\"([^\"]+)\"">>, [{capture, all_but_first, binary}]) of
-        {match, [Acct]} -> Acct;
-        nomatch -> throw({step_failed, "find an account id", Body})
-    end.
+first_account([#{<<"accountId">> := Acct} | _]) when is_binary(Acct) -> Acct;
+first_account(Accounts) -> throw({step_failed, "find an account id", Accounts}).
+
+name(F) when is_atom(F) -> atom_to_binary(F);
+name(F) -> F.
 
 fingerprint(Lst) ->
     <<Fp:4/binary, _/binary>> = crypto:hash(sha256, Lst),

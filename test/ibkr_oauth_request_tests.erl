@@ -23,6 +23,8 @@ command_test_() ->
      ?_assertMatch(#{method := <<"POST">>, body := <<"{}">>, timeout := infinity},
                    ?R:command(req(post, <<"{}">>), infinity)),
      ?_assertMatch(#{decode := json}, ?R:command((req())#req{websocket = true}, 10)),
+     ?_assertMatch(#{decode := json, json := <<"{}">>, sign := true},
+                   ?R:command((req())#req{port_opts = #{decode => json, json => <<"{}">>}}, 10)),
      [?_assertEqual(B, ?R:method_bin(M)) || {M, B} <- [{put, <<"PUT">>}, {delete, <<"DELETE">>},
                                                         {patch, <<"PATCH">>}, {head, <<"HEAD">>}]]].
 

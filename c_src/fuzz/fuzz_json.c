@@ -11,6 +11,11 @@
  * 2. as term bytes (after an optional version byte 131): when
  *    json_etf_encode accepts them, the JSON must decode, and encoding that
  *    term must give the same JSON text again.
+ * 3. against json-c, an independent parser: a text json_etf_decode accepts
+ *    must be accepted by json-c's strict mode too (json-c is laxer, never
+ *    stricter), with the same kind of value at the top, the same length for
+ *    an array, and the same value for a string, an integer within int64, a
+ *    float, true, false or null.
  *
  * Any violation abort()s.
  */
@@ -18,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <json-c/json.h>
 
 #include "../erlcmd.h"
 #include "../json_etf.h"
@@ -61,6 +68,76 @@ static int decode(ei_x_buff *x, const char *js, size_t n, const char **why)
     return rc;
 }
 
+/* The accepted text (size bytes, no NUL in it: raw NULs are not JSON) through
+ * json-c, compared with the term at x->buff[1]. */
+static void against_json_c(const uint8_t *data, size_t size, const ei_x_buff *x)
+{
+    /* json-c finishes a top-level number only at a NUL, so it is given one. */
+    char *text = malloc(size + 1);
+    if (text == NULL)
+        fail("malloc");
+    memcpy(text, data, size);
+    text[size] = '\0';
+    struct json_tokener *tok = json_tokener_new_ex(JSON_ETF_MAX_DEPTH + 1);
+    if (tok == NULL)
+        fail("json_tokener_new_ex");
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    struct json_object *o = json_tokener_parse_ex(tok, text, (int)size + 1);
+    /* (JSON null is a NULL object in json-c) */
+    if (json_tokener_get_error(tok) != json_tokener_success)
+        fail("accepted here, refused by json-c");
+    int i = 1, type, arity;
+    if (ei_get_type(x->buff, &i, &type, &arity) != 0)
+        fail("ei_get_type");
+    switch (json_object_get_type(o)) {
+    case json_type_array:
+        if (type == ERL_NIL_EXT ? json_object_array_length(o) != 0
+                                : type != ERL_LIST_EXT ||
+                                      json_object_array_length(o) != (size_t)arity)
+            fail("array differs from json-c's");
+        break;
+    case json_type_object:
+        if (type != ERL_MAP_EXT)
+            fail("object differs from json-c's");
+        break;
+    case json_type_string: {
+        int n = json_object_get_string_len(o);
+        if (type != ERL_BINARY_EXT || arity != n ||
+            memcmp(x->buff + 6, json_object_get_string(o), (size_t)n) != 0)
+            fail("string differs from json-c's");
+        break;
+    }
+    case json_type_int: {
+        long long v;
+        int64_t c = json_object_get_int64(o);
+        /* json-c clamps beyond int64 (we keep bignums): compare the rest */
+        if (c != INT64_MAX && c != INT64_MIN &&
+            (ei_decode_longlong(x->buff, &i, &v) != 0 || v != c))
+            fail("integer differs from json-c's");
+        break;
+    }
+    case json_type_double: {
+        double v;
+        if (ei_decode_double(x->buff, &i, &v) != 0 || v != json_object_get_double(o))
+            fail("float differs from json-c's");
+        break;
+    }
+    case json_type_boolean:
+    case json_type_null: {
+        char atom[MAXATOMLEN];
+        const char *want = json_object_is_type(o, json_type_null) ? "null"
+                           : json_object_get_boolean(o)          ? "true"
+                                                                 : "false";
+        if (ei_decode_atom(x->buff, &i, atom) != 0 || strcmp(atom, want) != 0)
+            fail("literal differs from json-c's");
+        break;
+    }
+    }
+    json_object_put(o);
+    json_tokener_free(tok);
+    free(text);
+}
+
 static void as_json(const uint8_t *data, size_t size)
 {
     ei_x_buff x, y;
@@ -72,6 +149,7 @@ static void as_json(const uint8_t *data, size_t size)
     }
     if (erlcmd_check_term(x.buff, (size_t)x.index) != 0)
         fail("decoded term is not one well-formed term");
+    against_json_c(data, size, &x);
     int i = 1;
     size_t n;
     char *js = json_etf_encode(x.buff, x.index, &i, &n, &why);

@@ -4,6 +4,8 @@
 %%                         ({packet,4} frames of term_to_binary/1 terms)
 %%   corpus/fuzz_answer/*  bodies of the LST endpoint's answer
 %%   corpus/fuzz_json/*    JSON texts, and term_to_binary/1 terms, for json_etf
+%%   corpus/fuzz_ws/*      what a websocket server sends after the upgrade
+%%                         (byte 0: mode bit and chunk size, see fuzz_ws.c)
 %% Run from the repository root: escript c_src/fuzz/make_corpus.escript
 %% The outputs are committed; fuzzing never writes into these directories
 %% (scripts/fuzz.sh works on a copy). Re-running rewrites the same bytes.
@@ -16,6 +18,7 @@ main(_) ->
     [write(Dir ++ "/fuzz_frame/" ++ Name, stream(Terms)) || {Name, Terms} <- frames(V, C)],
     [write(Dir ++ "/fuzz_answer/" ++ Name, Body) || {Name, Body} <- answers(C)],
     [write(Dir ++ "/fuzz_json/" ++ Name, Bytes) || {Name, Bytes} <- json()],
+    [write(Dir ++ "/fuzz_ws/" ++ Name, Bytes) || {Name, Bytes} <- ws_streams()],
     ok.
 
 write(Path, Bytes) ->
@@ -78,6 +81,17 @@ frames(V, C) ->
                                  headers => [{<<"a b">>, <<"c\r\n">>}]}}},
                    {28, {http, #{method => <<"GET">>, url => <<"http://h/">>,
                                  headers => [{<<"a">>, <<"b">>} | x]}}}]},
+     {"http_json",
+      [{1, {http, #{method => <<"POST">>, url => <<"http://127.0.0.1:1/j">>, sign => false,
+                    json => #{a => [1, 2.5, <<"x"/utf8>>, null], <<"b">> => true},
+                    decode => json, timeout => 1000}}},
+       {2, {http, #{method => <<"PUT">>, url => <<"http://127.0.0.1:1/j">>, sign => false,
+                    json => [], headers => [{<<"content-type">>, <<"text/plain">>}]}}},
+       {3, {http, #{method => <<"POST">>, url => <<"http://h/">>, json => [], body => <<"[]">>}}},
+       {4, {http, #{method => <<"POST">>, url => <<"http://h/">>, json => [{x}, <<255>>]}}},
+       {5, {http, #{method => <<"GET">>, url => <<"http://h/">>, json => 1, decode => yes}}},
+       {6, {http, #{method => <<"GET">>, url => <<"http://h/">>, json => 1}}},
+       {0, {cancel, 1}}, {0, {cancel, 2}}]},
      {"authenticate", [{29, {authenticate, #{timeout => 0}}}, {30, {authenticate, #{}}},
                        {31, {cancel, 29}}, {0, {cancel, 30}}]},
      {"init_bad", [{32, {init, #{}}}, {33, {init, Init}},
@@ -170,6 +184,9 @@ json() ->
                         "\"\\ud83d\\ude00\",\"caf\xc3\xa9 \xe2\x82\xac\x7f\"]">>},
      {"duplicates.json", <<"{\"a\":1,\"b\":{\"c\":2,\"c\":3},\"a\":[4],\"a\\u0000\":5}">>},
      {"deep.json", iolist_to_binary([lists:duplicate(130, $[), lists:duplicate(130, $])])},
+     %% top-level scalars (json-c, the harness's second opinion, has a NULL for null)
+     {"null.json", <<"null">>}, {"integer.json", <<"-12">>}, {"float.json", <<" 1E-2 ">>},
+     {"string.json", <<"\"a\\u0000\"">>},
      {"bad_utf8.json", <<"[\"\xed\xa0\x80\",\"\\ud800\"]">>},
      {"bad_syntax.json", <<"{\"a\":[1,],\"b\":NaN, 01}">>},
      {"term_map.etf", term_to_binary(#{a => [1, 2.5, <<"x"/utf8>>], <<"k">> => #{},
@@ -180,3 +197,42 @@ json() ->
      {"term_dup_key.etf", term_to_binary(#{a => 1, <<"a">> => 2})},
      %% found by fuzzing: an empty map (no key list to check), then junk
      {"term_empty_map.etf", <<131, 116, 0:32, 0, 1, "aa", 2>>}].
+%% Server -> client websocket bytes. Mode byte: bit 0 = starts with the
+%% answer to the upgrade; the rest = chunk size - 1.
+ws_streams() ->
+    Chunk = fun(N) -> (N - 1) bsl 1 end,
+    Accept = <<"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=">>, % for fuzz_ws.c's fixed key
+    Head = <<"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+             "Connection: Upgrade\r\nSec-WebSocket-Accept: ", Accept/binary, "\r\n\r\n">>,
+    Sys = <<"{\"topic\":\"system\",\"success\":\"u1\",\"isFT\":false,\"isPaper\":true}">>,
+    Sts = <<"{\"topic\":\"sts\",\"args\":{\"authenticated\":true,\"competing\":false}}">>,
+    Smd = <<"{\"topic\":\"smd+265598\",\"conid\":265598,\"_updated\":1700000000000,"
+            "\"31\":\"189.60\",\"84\":\"189.59\"}">>,
+    [{"messages", <<(Chunk(16)), (wsf(1, 1, Sys))/binary, (wsf(1, 1, Sts))/binary,
+                    (wsf(1, 1, Smd))/binary, (wsf(1, 1, <<"{\"topic\":\"system\",\"hb\":1}">>))/binary>>},
+     {"fragmented_ping", <<(Chunk(3)), (wsf(0, 1, <<"{\"a\":">>))/binary, (wsf(0, 0, <<"1">>))/binary,
+                           (wsf(1, 9, <<"ping">>))/binary, (wsf(1, 0, <<"2}">>))/binary>>},
+     {"close", <<(Chunk(64)), (wsf(1, 1, <<"bye soon">>))/binary,
+                 (wsf(1, 8, <<1001:16, "nightly reset">>))/binary>>},
+     {"close_empty", <<(Chunk(1)), (wsf(1, 8, <<>>))/binary>>},
+     {"close_bad_code", <<(Chunk(8)), (wsf(1, 8, <<999:16>>))/binary>>},
+     {"masked", <<(Chunk(8)), 16#81, 16#82, 1, 2, 3, 4, (${ bxor 1), ($} bxor 2)>>},
+     {"too_large", <<(Chunk(128)), (wsf(1, 1, binary:copy(<<"x">>, 1025)))/binary>>},
+     {"too_large_fragments", <<(Chunk(128)), (wsf(0, 2, binary:copy(<<"y">>, 600)))/binary,
+                               (wsf(1, 0, binary:copy(<<"y">>, 600)))/binary>>},
+     {"len64", <<(Chunk(100)), 16#82, 127, 0:32, 70000:32, 0, 1, 2, 3>>},
+     {"bad_utf8", <<(Chunk(4)), (wsf(1, 1, <<"ok ", 16#c3, 16#28>>))/binary>>},
+     {"pong_and_binary", <<(Chunk(5)), (wsf(1, 10, <<"p">>))/binary, (wsf(1, 2, <<0, 255>>))/binary>>},
+     {"reserved_opcode", <<(Chunk(2)), (wsf(1, 3, <<"?">>))/binary>>},
+     {"head_101", <<(Chunk(10) + 1), Head/binary, (wsf(1, 1, Sys))/binary, (wsf(1, 9, <<>>))/binary>>},
+     {"head_401", <<(Chunk(7) + 1), "HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno">>},
+     {"head_bad_accept", <<(Chunk(30) + 1), (binary:replace(Head, <<"xOo=">>, <<"xOp=">>))/binary>>}].
+
+%% A server frame (never masked).
+wsf(Fin, Op, Payload) ->
+    Len = byte_size(Payload),
+    LenBits = if Len < 126 -> <<0:1, Len:7>>;
+                 Len < 65536 -> <<0:1, 126:7, Len:16>>;
+                 true -> <<0:1, 127:7, Len:64>>
+              end,
+    <<Fin:1, 0:3, Op:4, LenBits/binary, Payload/binary>>.

@@ -24,7 +24,8 @@ static void test_rows(void **state)
         {"init", 1, 0, 0},         {"lst_request", 1, 1, 0}, {"lst_complete", 1, 1, 0},
         {"live_session_token", 0, 1, 0}, {"sign", 3, 1, 0}, {"authenticate", 1, 1, 0},
         {"http", 1, 1, 0},         {"cancel", 1, 0, 1},      {"echo", 1, 0, 0},
-        {"stats", 0, 1, 0},
+        {"stats", 0, 1, 0},        {"ws_open", 1, 1, 0},     {"ws_send", 2, 1, 0},
+        {"ws_close", 1, 1, 0},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const command *c = command_find(want[i].name);
