@@ -82,9 +82,10 @@ api_cookie(V) ->
 session_value({ok, #{json := #{<<"session">> := S}}}) when is_binary(S) -> {ok, S};
 session_value({ok, #{json := _}}) -> error;
 session_value({ok, #{body := Body}}) when is_binary(Body) ->
-    %% FALLBACK, remove once every port decodes JSON (`decode => json'): a
-    %% port without it returns only the body; find the first "session"
-    %% string in it.
+    %% FALLBACK (remove with ports older than `decode => json', and once a
+    %% caller's own `/tickle', asked without `decode', no longer feeds
+    %% websocket_info/1): no `json' in the answer; take the first
+    %% "session" string of the body.
     case re:run(Body, <<"\"session\"\\s*:\\s*\"([^\"\\\\]*)\"">>,
                 [{capture, all_but_first, binary}]) of
         {match, [S]} -> {ok, S};
