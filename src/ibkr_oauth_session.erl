@@ -8,7 +8,8 @@
 %% backoff), {@link ibkr_oauth_pacing} (rate-limit queue),
 %% {@link ibkr_oauth_retry} (what an answer means: done, new LST, later,
 %% resend), {@link ibkr_oauth_keepalive} (tickles, `websocket_info/1'),
-%% {@link ibkr_oauth_redact} (what may be logged) and
+%% {@link ibkr_oauth_redact} (what may be logged),
+%% {@link ibkr_oauth_restart} (whether a dead port is replaced) and
 %% {@link ibkr_oauth_request} (one request's data). The LST policy returns
 %% actions, carried out by `run/2'; the rate-limit queue is drained by
 %% `pump/1' after each event, never from inside another step.
@@ -88,7 +89,7 @@
     %% The session does its own HTTP (a port handshake or request/4 was
     %% used): only then does it tickle and log out by itself.
     managed = false :: boolean(),
-    port_exits = [] :: [integer()],
+    port_exits = ibkr_oauth_restart:new() :: ibkr_oauth_restart:restarts(),
     %% sign frames not yet written, newest first: see queue_frame/3
     outbox = [] :: [{id(), binary()}],
     outbox_bytes = 0 :: non_neg_integer(),
@@ -104,8 +105,6 @@
 -define(BATCH_MAX, 1048576).    % bytes of sign frames per batch frame
 -define(PORT_MAX_TIMEOUT, 16#7FFFFFFF).   % ms, the largest the port accepts
 -define(WATCHDOG_MARGIN, 2000).   % ms past a handshake step's own timeout
--define(RESTART_WINDOW, 30000).
--define(RESTART_MAX, 5).
 -define(META, #{domain => [ibkr_oauth], ibkr_oauth => session}).
 -define(LST_PATH, <<"/oauth/live_session_token">>).
 -define(SSODH_PATH, <<"/iserver/auth/ssodh/init">>).
@@ -856,15 +855,14 @@ port_exited(Why, #st{port = OldPort, pending = P} = St0) ->
                    [Why, map_size(P)], ?META#{event => port_exit}),
     ibkr_oauth_port:close(OldPort),
     St1 = lost_at_port(St0#st{port = undefined}),
-    Now = now_ms(),
-    Exits = [Now | [T || T <- St1#st.port_exits, Now - T < ?RESTART_WINDOW]],
+    {Decision, Exits} = ibkr_oauth_restart:exited(now_ms(), St1#st.port_exits),
     St2 = bump(port_restarts, St1#st{port_exits = Exits}),
-    case length(Exits) > ?RESTART_MAX of
-        true ->
+    case Decision of
+        give_up ->
             logger:error("ibkr_oauth: more than ~b port exits in ~b s, stopping the session",
-                         [?RESTART_MAX, ?RESTART_WINDOW div 1000], ?META),
+                         [ibkr_oauth_restart:max(), ibkr_oauth_restart:window() div 1000], ?META),
             {stop, {shutdown, port_restart_limit}, St2};
-        false ->
+        restart ->
             case ibkr_oauth_port:open() of
                 {ok, Port, OsPid} ->
                     Secrets = St2#st.secrets,
