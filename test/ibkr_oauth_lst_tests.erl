@@ -287,3 +287,54 @@ abandon_test() ->
     ?assertEqual([{reply, c, {error, port_down}}, {fail, r, {error, port_down}}], acts(A)),
     ?assertEqual(0, ?L:waiting(L3)),
     ?assert(?L:idle(L3)).
+
+%%--------------------------------------------------------------------
+%% PropEr (proper_types and proper:forall/2 called directly: Debian's
+%% erlang-proper ships no proper.hrl). Against a server whose handshakes
+%% all fail: whatever requests arrive (any deadline), whenever the timer
+%% fires and however long each handshake takes, handshakes run one at a
+%% time and the n-th starts at least min(60 s, 2^(n-2) s) after the one
+%% before it started: no request can cause a storm.
+
+hs_op() ->
+    T = proper_types,
+    T:frequency([{4, {request, T:oneof([infinity, T:range(0, 70000)])}},
+                 {3, {advance, T:oneof([T:range(0, 100), T:range(0, 5000), T:range(0, 70000)])}},
+                 {2, timer},
+                 {3, fail}]).
+
+prop_one_handshake_per_step() ->
+    proper:forall(proper_types:list(hs_op()), fun(Ops) -> hs_run(Ops, new(), ?T0, 0, []) end).
+
+%% Starts: the times handshakes started, newest first.
+hs_run([], _L, _Now, _N, Starts) ->
+    spaced(lists:reverse(Starts));
+hs_run([Op | Ops], L, Now, N, Starts) ->
+    {Acts, L1, Now1} =
+        case Op of
+            {request, Left} -> erlang:append_element(?L:request(N, Left, Now, L), Now);
+            {advance, Ms} -> {[], L, Now + Ms};
+            timer -> erlang:append_element(?L:timer(Now, L), Now);
+            fail ->
+                case ?L:phase(L) of
+                    {lst, _, _} -> erlang:append_element(?L:lst_done({error, x}, Now, ?L:sent(lst, N, L)), Now);
+                    _ -> {[], L, Now}
+                end
+        end,
+    New = [Now || {job, lst} <- Acts],
+    %% single flight: a handshake starts only when none runs
+    true = New =:= [] orelse ?L:idle(L),
+    hs_run(Ops, L1, Now1, N + 1, New ++ Starts).
+
+spaced([A, B | Rest]) -> spaced([A, B | Rest], 1);
+spaced(_) -> true.
+
+spaced([A, B | Rest], I) ->
+    Step = min(60000, 1000 bsl (I - 1)),
+    B - A >= Step andalso spaced([B | Rest], I + 1);
+spaced(_, _) -> true.
+
+proper_test_() ->
+    {timeout, 60,
+     ?_assert(proper:quickcheck(prop_one_handshake_per_step(),
+                                [{numtests, 500}, {max_size, 80}, {to_file, user}, quiet]))}.
