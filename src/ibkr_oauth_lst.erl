@@ -360,14 +360,12 @@ abandon(Error, #lst{callers = C, reqs = R} = L) ->
 %% Ends of a handshake
 %%====================================================================
 
-%% Success: callers get the expiry, waiting requests go.
+%% Success (an LST is held): callers get the expiry, waiting requests go.
 -spec release(lst()) -> {[action()], lst()}.
 release(#lst{auth = {lst, E, _, _}, callers = C, reqs = R} = L) ->
     {[{reply, F, {ok, #{expires_at => E}}} || F <- lists:reverse(C)]
      ++ [{send, Ref} || {Ref, _} <- lists:reverse(R)],
-     L#lst{phase = idle, callers = [], reqs = []}};
-release(L) ->
-    release_error({error, not_authenticated}, demand, 0, L).
+     L#lst{phase = idle, callers = [], reqs = []}}.
 
 %% Failure: back off; callers get the error; waiting requests get it too,
 %% except, after a failed renewal, those the current LST can still sign.

@@ -42,7 +42,10 @@ observe_test_() ->
      ?_assertEqual(#{at => 10, epoch => 2}, ?K:observe(ok200(#{}), 10, 2, #{session => <<"old">>})),
      ?_assertEqual(#{session => <<"old">>},
                    ?K:observe({ok, #{status => 401, headers => [], body => <<>>}}, 10, 2, #{session => <<"old">>})),
-     ?_assertEqual(#{}, ?K:observe({error, timeout}, 10, 2, #{}))].
+     ?_assertEqual(#{}, ?K:observe({error, timeout}, 10, 2, ?K:new())),
+     %% a set-cookie that is not api=
+     ?_assertEqual(#{at => 1, epoch => 0},
+                   ?K:observe(ok200(#{headers => [{<<"set-cookie">>, <<"x=1">>}]}), 1, 0, #{}))].
 
 session_test_() ->
     KA = #{session => <<"s">>, cookie => <<"c">>, at => 1000, epoch => 3},
