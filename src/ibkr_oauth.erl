@@ -433,6 +433,9 @@ request(Server, Method, Path) -> request(Server, Method, Path, #{}).
 %% A `429' with `Retry-After' is retried once if that fits in the timeout.
 %% Transport errors are retried once when the request cannot have reached
 %% the server (`{transport, resolve | connect | tls}'), or for `get'/`head'.
+%% If the port program dies while it holds the request, the answer is
+%% `{error, port_down}' (not resent); a request still waiting in the session
+%% (rate limit, handshake) goes out on the new port within its timeout.
 %% Any complete HTTP exchange is `{ok, #{status, headers, body,
 %% queued_ms}}' (header names lower-case; `queued_ms': how long the request
 %% waited for the session's rate limit, all attempts together).
