@@ -240,7 +240,12 @@ stop(Server) ->
 %% {base_url}/oauth/live_session_token'); the LST is derived, validated and
 %% kept in the port. Concurrent calls, and requests needing an LST, share one
 %% handshake. With `brokerage_session => true' the brokerage session is
-%% opened (`POST /iserver/auth/ssodh/init') before this returns.
+%% opened (`POST /iserver/auth/ssodh/init') before this returns. An LST the
+%% server says is expired, or expires within the minimum lifetime (60 s, or
+%% `refresh_margin' if smaller), is refused: `{error, {bad_response,
+%% lst_expiration}}' (a clock skew, or seconds sent as milliseconds; the
+%% warning logged shows both clocks). Each call starts a handshake if none
+%% runs, even during the backoff that follows a failed one.
 -spec authenticate(server()) -> {ok, #{expires_at := integer()}} | {error, term()}.
 authenticate(Server) ->
     call(Server, authenticate, ?BACKSTOP).
@@ -426,11 +431,17 @@ request(Server, Method, Path) -> request(Server, Method, Path, #{}).
 %% not, such as `1.' and `-01' (c_src/PROTOCOL.md, "JSON mapping").
 %%
 %% Without a usable LST (none, or expiring within `refresh_margin') the
-%% session authenticates first, one handshake for all waiting requests. A
+%% session authenticates first, one handshake for all waiting requests.
+%% After a failed handshake the next one starts 1 s, 2 s, 4 s ... 60 s after
+%% the failed one started: a request needing an LST meanwhile waits for it,
+%% or, if its deadline comes first, gets that handshake's error at once. A
 %% `401' triggers one fresh LST and one retry; a second `401' is returned.
 %% A `429' with `Retry-After' is retried once if that fits in the timeout.
 %% Transport errors are retried once when the request cannot have reached
 %% the server (`{transport, resolve | connect | tls}'), or for `get'/`head'.
+%% If the port program dies while it holds the request, the answer is
+%% `{error, port_down}' (not resent); a request still waiting in the session
+%% (rate limit, handshake) goes out on the new port within its timeout.
 %% Any complete HTTP exchange is `{ok, #{status, headers, body,
 %% queued_ms}}' (header names lower-case; `queued_ms': how long the request
 %% waited for the session's rate limit, all attempts together).

@@ -348,12 +348,7 @@ strip_slash(B) ->
 to_port(V) -> maps:with(?PORT_KEYS, V).
 
 %% @doc A copy of a (validated or raw) config safe to log or show: the
-%% access-token secret and PEM contents are replaced by `redacted'.
+%% access-token secret and PEM contents are replaced by `redacted'
+%% ({@link ibkr_oauth_redact:config/1}).
 -spec redact(term()) -> term().
-redact(#{} = C) ->
-    maps:map(fun(access_token_secret, _) -> redacted;
-                (K, {pem, _}) when K =:= encryption_key; K =:= signature_key ->
-                     {pem, redacted};
-                (_, V) -> V
-             end, C);
-redact(Other) -> Other.
+redact(C) -> ibkr_oauth_redact:config(C).

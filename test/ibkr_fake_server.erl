@@ -20,6 +20,9 @@
 %%   {expire_lst_in_ms, Ms}        the next LST expires Ms after it is issued
 %%   {skew_s, Seconds}             the server's clock is off by Seconds (until cleared;
 %%                                 the Date header of every answer shows it)
+%%   {lst_expiration, Ms}          every LST answer says it expires at Ms (epoch ms,
+%%                                 any integer, e.g. in the past or in seconds;
+%%                                 until cleared); the LST itself stays valid
 %%   invalidate_lst                (immediate) every LST held becomes invalid
 %%   {answer, Path, Status, Body, Count}  the next Count requests of Path (relative,
 %%                                 no query; "/oauth/live_session_token" too) get
@@ -545,9 +548,13 @@ issue_lst(Challenge, S = #{p := P, g := G, prepend := Prepend, consumer_key := C
     Lst = ibkr_server_crypto:live_session_token(K, Prepend),
     {TtlMs, S1} = lst_ttl(S),
     ExpiresAt = erlang:system_time(millisecond) + TtlMs,
+    Said = case lists:keyfind(lst_expiration, 1, maps:get(faults, S1)) of
+               {lst_expiration, Ms} -> Ms;
+               false -> ExpiresAt
+           end,
     Answer = #{diffie_hellman_response => B,
                live_session_token_signature => ibkr_server_crypto:lst_signature(Lst, Ck),
-               live_session_token_expiration => ExpiresAt},
+               live_session_token_expiration => Said},
     {Body, S2} = lst_answer_body(Answer, S1),
     {{respond, 200, [], Body}, bump(handshakes, install_lst(Lst, ExpiresAt, S2))}.
 
@@ -786,6 +793,7 @@ valid_fault({slow, Ms, N}) -> is_integer(Ms) andalso Ms >= 0 andalso valid_count
 valid_fault({drop, N}) -> valid_count(N);
 valid_fault({reject_lst, N}) -> valid_count(N);
 valid_fault({expire_lst_in_ms, Ms}) -> is_integer(Ms) andalso Ms >= 0;
+valid_fault({lst_expiration, Ms}) -> is_integer(Ms);
 valid_fault(bad_dh_response) -> true;
 valid_fault({bad_dh_response, B}) -> (is_integer(B) andalso B >= 0) orelse B =:= p_minus_1 orelse B =:= p;
 valid_fault({answer, Path, Status, Body, N}) ->
