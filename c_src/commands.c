@@ -63,6 +63,8 @@ static const command COMMANDS[] = {
     {"ws_send",             2,    1,      0,  cmd_ws_send},
     {"ws_open",             1,    1,      0,  cmd_ws_open},
     {"ws_close",            1,    1,      0,  cmd_ws_close},
+    {"generate_rsa",        1,    0,      0,  cmd_generate_rsa},
+    {"generate_dh",         1,    0,      0,  cmd_generate_dh},
 };
 
 const command *command_find(const char *name)

@@ -41,6 +41,9 @@ void cmd_cancel(const frame *f, uint64_t id, int at);
 void cmd_ws_open(const frame *f, uint64_t id, int at);
 void cmd_ws_send(const frame *f, uint64_t id, int at);
 void cmd_ws_close(const frame *f, uint64_t id, int at);
+/* cmd_keygen.c */
+void cmd_generate_rsa(const frame *f, uint64_t id, int at);
+void cmd_generate_dh(const frame *f, uint64_t id, int at);
 
 /* cmd_http.c's in-flight operations. */
 size_t ops_waiting(void); /* request ids waiting for an answer */

@@ -1,468 +1,270 @@
 /*
  * json_etf_encode.c — an Erlang term (external format) to JSON text
- * (json_etf.h). The term's bytes are read directly, each length checked
- * against the end of the buffer before use, so the input need not have
- * passed erlcmd_check_term (ei's decoders trust their input).
+ * (json_etf.h): the term is bounded first (erlcmd_skip_term checks every
+ * length against buf_len; ei's decoders trust their input), read with ei
+ * into a json-c tree, and json-c writes the text.
  */
 #include "json_etf.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec.h"
+#include <json-c/json.h>
+
+#include "erlcmd.h"
 #include "json_etf_internal.h"
 
-/* An open list or map. */
 typedef struct {
-    int is_map, started; /* started: an element was written (',' before the next) */
-    uint32_t left;       /* elements (maps: pairs) still to read */
-    size_t first;        /* its keys' spans start at keys[first] (maps) */
-} eframe;
-
-typedef struct {
-    const unsigned char *buf;
-    size_t len, i; /* the term bytes and the read cursor */
-    strbuf out;
-    const char *why;
-    eframe stack[JSON_ETF_MAX_DEPTH];
-    int depth;
-    je_span *keys; /* JSON text of the keys of the open maps */
-    size_t nkeys, capkeys;
-} je;
+    const char *buf; /* one well-formed term from *index on */
+    const char *why; /* "badarg" until a FAIL says otherwise */
+} enc;
 
 #define FAIL(e, w) ((e)->why = (w), -1)
 #define BADARG(e) FAIL(e, "badarg")
+#define NOMEM(e) FAIL(e, "nomem")
 
-static int need(je *e, size_t n)
+/* value, map and list recurse, one level per list or map, at most
+ * JSON_ETF_MAX_DEPTH deep (NOLINTs below). */
+static int value(enc *e, int *i, int depth, json_object **out);
+
+static int is_atom(unsigned char tag)
 {
-    return e->len - e->i >= n ? 0 : BADARG(e);
+    return tag == ERL_ATOM_EXT || tag == ERL_SMALL_ATOM_EXT || tag == ERL_ATOM_UTF8_EXT ||
+           tag == ERL_SMALL_ATOM_UTF8_EXT;
 }
 
-static int put(je *e, const void *p, size_t n)
+/* The same range as decoding: strictly inside int64 .. uint64, since
+ * json-c clamps to the ends. A bignum's sign byte must be 0 or 1 (ei takes
+ * any non-zero as negative). */
+static int integer(enc *e, int *i, json_object **out)
 {
-    return strbuf_append(&e->out, p, n) == 0 ? 0 : FAIL(e, "nomem");
-}
-
-static int puts_(je *e, const char *s)
-{
-    return put(e, s, strlen(s));
-}
-
-/* ---- strings ------------------------------------------------------------------------ */
-
-/* s[0..n) (valid UTF-8) as a JSON string: UTF-8 kept, '"', '\' and the
- * control characters escaped. */
-static int put_string(je *e, const unsigned char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    if (put(e, "\"", 1) != 0)
-        return -1;
-    size_t run = 0;
-    for (size_t k = 0; k < n; k++) {
-        unsigned char c = s[k];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        char esc[6] = {'\\', 0, '0', '0', hex[c >> 4], hex[c & 15]};
-        size_t elen = 2;
-        switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        default:
-            esc[1] = 'u';
-            elen = 6;
-        }
-        if (put(e, s + run, k - run) != 0 || put(e, esc, elen) != 0)
-            return -1;
-        run = k + 1;
-    }
-    return put(e, s + run, n - run) == 0 && put(e, "\"", 1) == 0 ? 0 : -1;
-}
-
-/* An atom's name (Latin-1 for the old tags, UTF-8 for the new) as UTF-8. */
-static int atom_name(je *e, unsigned char tag, unsigned char *name, size_t *n)
-{
-    size_t len;
-    int latin1 = tag == JE_ATOM || tag == JE_SMALL_ATOM;
-    if (tag == JE_ATOM || tag == JE_ATOM_UTF8) {
-        if (need(e, 2) != 0)
-            return -1;
-        len = (size_t)e->buf[e->i] << 8 | e->buf[e->i + 1];
-        e->i += 2;
-    } else {
-        if (need(e, 1) != 0)
-            return -1;
-        len = e->buf[e->i++];
-    }
-    /* At most 255 characters (the BEAM's limit), so name[] holds 4 * 255. */
-    if (len > (latin1 ? 255 : 255 * 4) || need(e, len) != 0)
+    unsigned char tag = (unsigned char)e->buf[*i];
+    if ((tag == ERL_SMALL_BIG_EXT && (unsigned char)e->buf[*i + 2] > 1) ||
+        (tag == ERL_LARGE_BIG_EXT && (unsigned char)e->buf[*i + 5] > 1))
         return BADARG(e);
-    const unsigned char *p = e->buf + e->i;
-    e->i += len;
-    if (!latin1) {
-        if (je_utf8_valid(p, len) != len)
+    long long v;
+    unsigned long long u;
+    int j = *i;
+    if (ei_decode_longlong(e->buf, &j, &v) == 0) {
+        if (v == INT64_MIN)
             return BADARG(e);
-        memcpy(name, p, len);
-        *n = len;
-        return 0;
-    }
-    size_t o = 0;
-    for (size_t k = 0; k < len; k++) {
-        if (p[k] < 0x80) {
-            name[o++] = p[k];
-        } else {
-            name[o++] = (unsigned char)(0xC0 | p[k] >> 6);
-            name[o++] = (unsigned char)(0x80 | (p[k] & 0x3F));
-        }
-    }
-    *n = o;
-    return 0;
-}
-
-static int is_atom_tag(unsigned char t)
-{
-    return t == JE_ATOM || t == JE_SMALL_ATOM || t == JE_ATOM_UTF8 || t == JE_SMALL_ATOM_UTF8;
-}
-
-/* ---- numbers ------------------------------------------------------------------------ */
-
-static int put_i64(je *e, long long v)
-{
-    char s[24];
-    int n = snprintf(s, sizeof s, "%lld", v);
-    return put(e, s, (size_t)n);
-}
-
-/* A bignum: n magnitude bytes, little-endian, at e->buf[e->i]. */
-static int put_big(je *e, size_t n, int negative)
-{
-    enum { LIMBS = JSON_ETF_MAX_BIG_BYTES / 4 + 1 };
-    if (n > JSON_ETF_MAX_BIG_BYTES || need(e, n) != 0)
+        *out = json_object_new_int64(v);
+    } else if (j = *i, ei_decode_ulonglong(e->buf, &j, &u) == 0) {
+        if (u == UINT64_MAX)
+            return BADARG(e);
+        *out = json_object_new_uint64(u);
+    } else {
         return BADARG(e);
-    const unsigned char *p = e->buf + e->i;
-    e->i += n;
-    uint32_t limb[LIMBS] = {0};
-    size_t used = (n + 3) / 4;
-    for (size_t k = 0; k < n; k++)
-        limb[k / 4] |= (uint32_t)p[k] << (8 * (k % 4));
-    while (used > 0 && limb[used - 1] == 0)
-        used--;
-    /* Base 10^9 chunks, least significant first: 9 digits each. */
-    uint32_t chunk[LIMBS * 10 / 9 + 2];
-    size_t nchunk = 0;
-    while (used > 0) {
-        uint64_t rem = 0;
-        for (size_t j = used; j-- > 0;) {
-            uint64_t cur = rem << 32 | limb[j];
-            limb[j] = (uint32_t)(cur / 1000000000u);
-            rem = cur % 1000000000u;
-        }
-        chunk[nchunk++] = (uint32_t)rem;
-        while (used > 0 && limb[used - 1] == 0)
-            used--;
     }
-    if (nchunk == 0)
-        return put(e, "0", 1);
-    char s[16];
-    int len = snprintf(s, sizeof s, "%s%u", negative ? "-" : "", chunk[nchunk - 1]);
-    if (put(e, s, (size_t)len) != 0)
-        return -1;
-    for (size_t j = nchunk - 1; j-- > 0;) {
-        len = snprintf(s, sizeof s, "%09u", chunk[j]);
-        if (put(e, s, (size_t)len) != 0)
-            return -1;
-    }
-    return 0;
+    *i = j;
+    return *out != NULL ? 0 : NOMEM(e);
 }
 
-/* The shortest digits that read back as the same double (precision 1..17
- * of %e), laid out as JavaScript does: fixed notation for decimal exponents
- * -7 < e < 21, else d.ddde+X; ".0" is added to an integral fixed form so
- * that it reads back as a float (1.0, not 1). */
-static int put_double(je *e, double v)
+/* The fewest digits that read back as d (printf's %g: 1.5e-07, 100.0),
+ * given to json-c as the number's text; json-c's own %.17g would write 0.1
+ * as 0.10000000000000001. For a normal double, %.15g is the shortest when
+ * it reads back; subnormals have fewer digits. */
+static int float_value(enc *e, int *i, json_object **out)
 {
-    if (!isfinite(v))
+    double d;
+    if (ei_decode_double(e->buf, i, &d) != 0 || !isfinite(d))
         return BADARG(e);
     char s[40];
-    for (int prec = 0; prec <= 16; prec++) {
-        (void)snprintf(s, sizeof s, "%.*e", prec, fabs(v));
-        if (strtod(s, NULL) == fabs(v))
+    int prec = fabs(d) < DBL_MIN ? 1 : 15;
+    for (; prec < 17; prec++) {
+        (void)snprintf(s, sizeof s, "%.*g", prec, d);
+        if (strtod(s, NULL) == d)
             break;
     }
-    /* s is "d.ddde+XX" or "de+XX": the digits D and the point position n
-     * (value = 0.D * 10^n). */
-    char dig[20] = {'0'};
-    size_t k = 0;
-    const char *c = s;
-    for (; *c != 'e'; c++)
-        if (*c != '.')
-            dig[k++] = *c;
-    long n = strtol(c + 1, NULL, 10) + 1;
-    while (k > 1 && dig[k - 1] == '0')
-        k--;
-    char out[48];
-    size_t o = 0;
-    if (signbit(v))
-        out[o++] = '-';
-    if ((long)k <= n && n <= 21) {
-        memcpy(out + o, dig, k);
-        o += k;
-        for (long z = n - (long)k; z > 0; z--)
-            out[o++] = '0';
-        out[o++] = '.';
-        out[o++] = '0';
-    } else if (0 < n && n < (long)k) {
-        memcpy(out + o, dig, (size_t)n);
-        o += (size_t)n;
-        out[o++] = '.';
-        memcpy(out + o, dig + n, k - (size_t)n);
-        o += k - (size_t)n;
-    } else if (-6 < n && n <= 0) {
-        out[o++] = '0';
-        out[o++] = '.';
-        for (long z = n; z < 0; z++)
-            out[o++] = '0';
-        memcpy(out + o, dig, k);
-        o += k;
-    } else {
-        out[o++] = dig[0];
-        if (k > 1) {
-            out[o++] = '.';
-            memcpy(out + o, dig + 1, k - 1);
-            o += k - 1;
-        }
-        o += (size_t)snprintf(out + o, sizeof out - o, "e%+ld", n - 1);
-    }
-    return put(e, out, o);
+    if (prec == 17)
+        (void)snprintf(s, sizeof s, "%.17g", d);
+    if (strpbrk(s, ".e") == NULL) /* so that it reads back as a float */
+        memcpy(s + strlen(s), ".0", 3);
+    *out = json_object_new_double_s(d, s);
+    return *out != NULL ? 0 : NOMEM(e);
 }
 
-/* ---- terms -------------------------------------------------------------------------- */
-
-static int push_key(je *e, long start)
+/* true, false or null (*out = NULL, json-c's null). */
+static int atom_value(enc *e, int *i, json_object **out)
 {
-    if (e->nkeys == e->capkeys) {
-        size_t cap = e->capkeys ? e->capkeys * 2 : 64;
-        je_span *k = realloc(e->keys, cap * sizeof *k);
-        if (k == NULL)
-            return FAIL(e, "nomem");
-        e->keys = k;
-        e->capkeys = cap;
+    char a[MAXATOMLEN_UTF8];
+    if (ei_decode_atom_as(e->buf, i, a, sizeof a, ERLANG_UTF8, NULL, NULL) != 0)
+        return BADARG(e);
+    if (strcmp(a, "null") == 0) {
+        *out = NULL;
+        return 0;
     }
-    e->keys[e->nkeys++] = (je_span){start, (long)e->out.len};
+    if (strcmp(a, "true") != 0 && strcmp(a, "false") != 0)
+        return BADARG(e);
+    *out = json_object_new_boolean(a[0] == 't');
+    return *out != NULL ? 0 : NOMEM(e);
+}
+
+/* A binary's bytes in place: *p, *n. */
+static int binary(enc *e, int *i, const char **p, size_t *n)
+{
+    long len;
+    if (ei_decode_binary(e->buf, i, NULL, &len) != 0)
+        return BADARG(e);
+    *p = e->buf + *i - len;
+    *n = (size_t)len;
+    return je_utf8_valid((const unsigned char *)*p, *n) == *n ? 0 : BADARG(e);
+}
+
+/* A map key, binary or atom, as a NUL-terminated name in key[] (cap bytes)
+ * or a malloc'd copy (*heap). json-c's keys are C strings, so a NUL byte
+ * in a key is refused. */
+static int key_name(enc *e, int *i, char *key, size_t cap, char **heap, const char **name)
+{
+    unsigned char tag = (unsigned char)e->buf[*i];
+    *heap = NULL;
+    if (is_atom(tag)) {
+        /* name bytes after the tag and a 1- or 2-byte length */
+        int type, size, hdr = tag == ERL_SMALL_ATOM_EXT || tag == ERL_SMALL_ATOM_UTF8_EXT ? 2 : 3;
+        if (ei_get_type(e->buf, i, &type, &size) != 0 ||
+            memchr(e->buf + *i + hdr, '\0', (size_t)size) != NULL || cap < MAXATOMLEN_UTF8 ||
+            ei_decode_atom_as(e->buf, i, key, MAXATOMLEN_UTF8, ERLANG_UTF8, NULL, NULL) != 0 ||
+            je_utf8_valid((const unsigned char *)key, strlen(key)) != strlen(key))
+            return BADARG(e); /* ei takes a UTF-8 atom's bytes as they are */
+        *name = key;
+        return 0;
+    }
+    const char *p;
+    size_t n;
+    if (tag != ERL_BINARY_EXT || binary(e, i, &p, &n) != 0 || memchr(p, '\0', n) != NULL)
+        return BADARG(e);
+    if (n >= cap && (key = *heap = malloc(n + 1)) == NULL)
+        return NOMEM(e);
+    memcpy(key, p, n);
+    key[n] = '\0';
+    *name = key;
     return 0;
 }
 
-static int by_text(const je_span *a, const je_span *b, const void *ctx)
+static int map(enc *e, int *i, int depth, json_object *obj) // NOLINT(misc-no-recursion)
 {
-    const char *base = ctx;
-    size_t la = (size_t)(a->end - a->start), lb = (size_t)(b->end - b->start);
-    int c = memcmp(base + a->start, base + b->start, la < lb ? la : lb);
-    return c != 0 ? c : (la > lb) - (la < lb);
-}
-
-/* A key: a binary (UTF-8) or any atom, as a JSON string, then ':'. */
-static int key(je *e)
-{
-    long start = (long)e->out.len;
-    int rc;
-    if (need(e, 1) != 0)
-        return -1;
-    unsigned char tag = e->buf[e->i++];
-    if (is_atom_tag(tag)) {
-        unsigned char name[255 * 4];
-        size_t n;
-        rc = atom_name(e, tag, name, &n) == 0 ? put_string(e, name, n) : -1;
-    } else {
-        if (tag != JE_BINARY || need(e, 4) != 0)
-            return BADARG(e);
-        size_t n = je_get32(e->buf + e->i);
-        e->i += 4;
-        if (need(e, n) != 0 || je_utf8_valid(e->buf + e->i, n) != n)
-            return BADARG(e);
-        e->i += n;
-        rc = put_string(e, e->buf + e->i - n, n);
-    }
-    return rc == 0 && push_key(e, start) == 0 ? put(e, ":", 1) : -1;
-}
-
-/* Opens a list or map: pushed, its bracket written. */
-static int open_container(je *e, unsigned char tag)
-{
-    if (need(e, 4) != 0)
-        return -1;
-    if (e->depth == JSON_ETF_MAX_DEPTH)
-        return FAIL(e, "depth");
-    eframe *f = &e->stack[e->depth++];
-    f->is_map = tag == JE_MAP;
-    f->left = je_get32(e->buf + e->i);
-    f->started = 0;
-    f->first = e->nkeys;
-    e->i += 4;
-    return put(e, f->is_map ? "{" : "[", 1);
-}
-
-/* Closes the innermost container, all of its elements written. */
-static int close_container(je *e)
-{
-    eframe *f = &e->stack[--e->depth];
-    if (!f->is_map) {
-        /* Proper lists only: the tail is []. */
-        if (need(e, 1) != 0 || e->buf[e->i++] != JE_NIL)
-            return BADARG(e);
-        return put(e, "]", 1);
-    }
-    /* The same JSON name twice (<<"a">> and a, or a malformed map). */
-    size_t n = e->nkeys - f->first;
-    if (n > 1) {
-        je_span *m = e->keys + f->first;
-        je_sort(m, n, by_text, e->out.data);
-        for (size_t k = 0; k + 1 < n; k++)
-            if (by_text(&m[k], &m[k + 1], e->out.data) == 0)
-                return BADARG(e);
-    }
-    e->nkeys = f->first;
-    return put(e, "}", 1);
-}
-
-static int atom_value(je *e, unsigned char tag)
-{
-    static const char *const lit[] = {"true", "false", "null"};
-    unsigned char name[255 * 4];
-    size_t n;
-    if (atom_name(e, tag, name, &n) != 0)
-        return -1;
-    for (size_t k = 0; k < sizeof lit / sizeof lit[0]; k++)
-        if (n == strlen(lit[k]) && memcmp(name, lit[k], n) == 0)
-            return puts_(e, lit[k]);
-    return BADARG(e);
-}
-
-/* A scalar, written, or a list or map, opened. */
-static int value_start(je *e)
-{
-    if (need(e, 1) != 0)
-        return -1;
-    unsigned char tag = e->buf[e->i++];
-    const unsigned char *p = e->buf + e->i;
-    switch (tag) {
-    case JE_SMALL_INT:
-        if (need(e, 1) != 0)
-            return -1;
-        e->i++;
-        return put_i64(e, p[0]);
-    case JE_INT: {
-        if (need(e, 4) != 0)
-            return -1;
-        e->i += 4;
-        uint32_t u = je_get32(p); /* two's complement, without an implementation-defined cast */
-        return put_i64(e, (long long)u - (u & 0x80000000u ? 0x100000000LL : 0));
-    }
-    case JE_SMALL_BIG:
-    case JE_LARGE_BIG: {
-        size_t hl = tag == JE_SMALL_BIG ? 1 : 4;
-        if (need(e, hl + 1) != 0)
-            return -1;
-        size_t n = hl == 1 ? p[0] : je_get32(p);
-        unsigned char sign = p[hl];
-        e->i += hl + 1;
-        return sign > 1 ? BADARG(e) : put_big(e, n, sign);
-    }
-    case JE_NEW_FLOAT: {
-        if (need(e, 8) != 0)
-            return -1;
-        uint64_t bits = (uint64_t)je_get32(p) << 32 | je_get32(p + 4);
-        double v;
-        memcpy(&v, &bits, sizeof v);
-        e->i += 8;
-        return put_double(e, v);
-    }
-    case JE_BINARY: {
-        if (need(e, 4) != 0)
-            return -1;
-        size_t n = je_get32(p);
-        e->i += 4;
-        if (need(e, n) != 0 || je_utf8_valid(p + 4, n) != n)
-            return BADARG(e);
-        e->i += n;
-        return put_string(e, p + 4, n);
-    }
-    case JE_NIL:
-        return put(e, "[]", 2);
-    case JE_STRING: { /* a list of bytes */
-        if (need(e, 2) != 0)
-            return -1;
-        size_t n = (size_t)p[0] << 8 | p[1];
-        e->i += 2;
-        if (need(e, n) != 0 || put(e, "[", 1) != 0)
-            return -1;
-        for (size_t k = 0; k < n; k++)
-            if ((k > 0 && put(e, ",", 1) != 0) || put_i64(e, p[2 + k]) != 0)
-                return -1;
-        e->i += n;
-        return put(e, "]", 1);
-    }
-    case JE_LIST:
-    case JE_MAP:
-        return open_container(e, tag);
-    default:
-        return is_atom_tag(tag) ? atom_value(e, tag) : BADARG(e);
-    }
-}
-
-/* One term with everything nested in it, iteratively: an explicit stack of
- * open containers, so depth costs no C stack. */
-static int encode(je *e)
-{
-    for (;;) {
-        if (value_start(e) != 0)
-            return -1;
-        /* Close the containers that have no element left... */
-        for (;;) {
-            if (e->depth == 0)
-                return 0;
-            if (e->stack[e->depth - 1].left > 0)
-                break;
-            if (close_container(e) != 0)
-                return -1;
+    int n;
+    if (ei_decode_map_header(e->buf, i, &n) != 0)
+        return BADARG(e);
+    for (int k = 0; k < n; k++) {
+        char small[MAXATOMLEN_UTF8], *heap;
+        const char *name;
+        json_object *v = NULL;
+        int rc = key_name(e, i, small, sizeof small, &heap, &name);
+        if (rc == 0 && json_object_object_get_ex(obj, name, NULL))
+            rc = BADARG(e); /* two keys, one JSON name (<<"a">> and a) */
+        if (rc == 0)
+            rc = value(e, i, depth + 1, &v);
+        if (rc == 0 && json_object_object_add(obj, name, v) != 0) {
+            json_object_put(v);
+            rc = NOMEM(e);
         }
-        /* ...then on to the next element of the innermost one. */
-        eframe *f = &e->stack[e->depth - 1];
-        f->left--;
-        if (f->started && put(e, ",", 1) != 0)
-            return -1;
-        f->started = 1;
-        if (f->is_map && key(e) != 0)
+        free(heap);
+        if (rc != 0)
             return -1;
     }
+    return 0;
+}
+
+/* A proper list, or a string (a list of bytes, STRING_EXT), into arr. */
+static int list(enc *e, int *i, int depth, json_object *arr) // NOLINT(misc-no-recursion)
+{
+    if (e->buf[*i] == ERL_STRING_EXT) {
+        int type, n;
+        if (ei_get_type(e->buf, i, &type, &n) != 0)
+            return BADARG(e);
+        const unsigned char *p = (const unsigned char *)e->buf + *i + 3;
+        for (int k = 0; k < n; k++) {
+            json_object *v = json_object_new_int(p[k]);
+            if (v == NULL || json_object_array_add(arr, v) != 0) {
+                json_object_put(v);
+                return NOMEM(e);
+            }
+        }
+        *i += 3 + n;
+        return 0;
+    }
+    int n;
+    if (ei_decode_list_header(e->buf, i, &n) != 0)
+        return BADARG(e);
+    for (int k = 0; k < n; k++) {
+        json_object *v = NULL;
+        if (value(e, i, depth + 1, &v) != 0)
+            return -1;
+        if (json_object_array_add(arr, v) != 0) {
+            json_object_put(v);
+            return NOMEM(e);
+        }
+    }
+    if (n > 0 && ei_decode_list_header(e->buf, i, &n) != 0) /* the tail: [] only */
+        return BADARG(e);
+    return n == 0 ? 0 : BADARG(e);
+}
+
+/* The term at *i as a new json-c value (*out: NULL is null). depth counts
+ * the lists and maps around it: recursion is bounded by it. */
+static int value(enc *e, int *i, int depth, json_object **out) // NOLINT(misc-no-recursion)
+{
+    *out = NULL;
+    switch ((unsigned char)e->buf[*i]) {
+    case ERL_SMALL_INTEGER_EXT:
+    case ERL_INTEGER_EXT:
+    case ERL_SMALL_BIG_EXT:
+    case ERL_LARGE_BIG_EXT:
+        return integer(e, i, out);
+    case NEW_FLOAT_EXT:
+        return float_value(e, i, out);
+    case ERL_BINARY_EXT: {
+        const char *p;
+        size_t n;
+        if (binary(e, i, &p, &n) != 0)
+            return -1;
+        *out = json_object_new_string_len(p, (int)n); /* n < buf_len <= INT_MAX */
+        return *out != NULL ? 0 : NOMEM(e);
+    }
+    case ERL_NIL_EXT:
+    case ERL_STRING_EXT:
+    case ERL_LIST_EXT:
+    case ERL_MAP_EXT:
+        break;
+    default:
+        return is_atom((unsigned char)e->buf[*i]) ? atom_value(e, i, out) : BADARG(e);
+    }
+    if (depth == JSON_ETF_MAX_DEPTH)
+        return FAIL(e, "depth");
+    int is_map = e->buf[*i] == ERL_MAP_EXT;
+    *out = is_map ? json_object_new_object() : json_object_new_array();
+    if (*out == NULL)
+        return NOMEM(e);
+    if ((is_map ? map(e, i, depth, *out) : list(e, i, depth, *out)) == 0)
+        return 0;
+    json_object_put(*out);
+    *out = NULL;
+    return -1;
 }
 
 char *json_etf_encode(const char *buf, int buf_len, int *index, size_t *out_len, const char **why)
 {
-    je e = {.buf = (const unsigned char *)buf, .out = STRBUF_INIT};
+    enc e = {.buf = buf, .why = "badarg"};
     char *s = NULL;
     size_t n = 0;
-    if (buf == NULL || index == NULL || buf_len < 0 || *index < 0 || *index > buf_len) {
-        e.why = "badarg";
-    } else {
-        e.len = (size_t)buf_len;
-        e.i = (size_t)*index;
-        /* Reserve once so that "[]" and friends still get a buffer. */
-        if (strbuf_reserve(&e.out, 64) == 0 && encode(&e) == 0) {
-            n = e.out.len;
-            s = strbuf_release(&e.out);
-        }
-        if (s == NULL && e.why == NULL)
-            e.why = "nomem";
+    json_object *root = NULL;
+    int i = index != NULL ? *index : -1, end = i;
+    /* ei then reads exactly the bytes erlcmd_skip_term bounded */
+    if (buf != NULL && index != NULL && buf_len >= 0 &&
+        erlcmd_skip_term(buf, (size_t)buf_len, &end) == 0 && value(&e, &i, 0, &root) == 0 &&
+        i == end) {
+        const char *js = json_object_to_json_string_length(
+            root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
+        if (js != NULL && (s = malloc(n + 1)) != NULL)
+            memcpy(s, js, n + 1);
+        e.why = "nomem";
     }
-    strbuf_free(&e.out);
-    free(e.keys);
+    json_object_put(root);
     if (s == NULL) {
         if (why != NULL)
             *why = e.why;
@@ -470,6 +272,6 @@ char *json_etf_encode(const char *buf, int buf_len, int *index, size_t *out_len,
     }
     if (out_len != NULL)
         *out_len = n;
-    *index = (int)e.i;
+    *index = end;
     return s;
 }

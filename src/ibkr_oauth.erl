@@ -43,6 +43,7 @@
          websocket_info/1,
          subscribe/2, subscribe/3, unsubscribe/2,
          stats/1, os_pid/1]).
+-export([doctor/1, doctor/2]).
 
 -export_type([server/0, name/0, key/0, config/0, method/0, pins/0, request_opts/0,
               sign_opts/0, response/0, stats/0, rate_limit/0, websocket/0, json/0,
@@ -130,9 +131,11 @@
 -define(MAX_HEADERS, 100).
 -define(MAX_HEADER_BYTES, 65536).
 -define(MAX_TIMEOUT, 4294967295).   % the longest Erlang timer, ms
-%% The port's JSON limits (c_src/json_etf.h): nesting, integer magnitude.
+%% The port's JSON limits (c_src/json_etf.h): nesting; integers strictly
+%% between the ends of int64 and uint64 (json-c clamps to those ends).
 -define(JSON_MAX_DEPTH, 128).
--define(JSON_MAX_INT, (1 bsl 1344)).
+-define(JSON_INT_MIN, -(1 bsl 63)).
+-define(JSON_INT_MAX, (1 bsl 64) - 1).
 -define(METHODS, [get, post, put, delete, patch, head]).
 
 %%====================================================================
@@ -248,7 +251,12 @@ stop(Server) ->
 %% {base_url}/oauth/live_session_token'); the LST is derived, validated and
 %% kept in the port. Concurrent calls, and requests needing an LST, share one
 %% handshake. With `brokerage_session => true' the brokerage session is
-%% opened (`POST /iserver/auth/ssodh/init') before this returns.
+%% opened (`POST /iserver/auth/ssodh/init') before this returns. An LST the
+%% server says is expired, or expires within the minimum lifetime (60 s, or
+%% `refresh_margin' if smaller), is refused: `{error, {bad_response,
+%% lst_expiration}}' (a clock skew, or seconds sent as milliseconds; the
+%% warning logged shows both clocks). Each call starts a handshake if none
+%% runs, even during the backoff that follows a failed one.
 -spec authenticate(server()) -> {ok, #{expires_at := integer()}} | {error, term()}.
 authenticate(Server) ->
     call(Server, authenticate, ?BACKSTOP).
@@ -417,25 +425,34 @@ request(Server, Method, Path) -> request(Server, Method, Path, #{}).
 %%
 %% JSON mapping, both ways (done in the port): object = map with binary keys
 %% (atom keys accepted when encoding), array = list, string = UTF-8 binary,
-%% integer = integer (up to 2^1344 in magnitude), other number = float,
-%% `true'/`false'/`null' = those atoms (Elixir: `:null', not `nil'). A
-%% `json' term that does not map (tuples, pids, other atoms, invalid UTF-8,
-%% bitstrings, improper lists, a map with `a' and `<<"a">>' as keys, more
-%% than 128 levels of nesting) is `{error, {badarg, json}}', before anything
-%% is sent; `json' together with
+%% integer = integer (strictly between -2^63 and 2^64-1), other number =
+%% float, `true'/`false'/`null' = those atoms (Elixir: `:null', not `nil').
+%% A `json' term that does not map (tuples, pids, other atoms, invalid
+%% UTF-8, bitstrings, improper lists, integers outside that range, a key
+%% with a NUL byte, a map with `a' and `<<"a">>' as keys, more than 128
+%% levels of nesting) is `{error, {badarg, json}}', before anything is sent;
+%% `json' together with
 %% `body' is `{error, {badarg, json}}'. With `decode => json' the answer of a
 %% complete exchange (any status) carries `json := Term', or, when the body
 %% is not JSON, `json_error := Why' (`empty', `syntax', `utf8', `depth',
-%% `too_large', `number': an integer beyond 2^1344 or a float beyond the
-%% double range); the raw `body' is always there. Duplicate keys in an
-%% object: the last one wins.
+%% `too_large', `number': an integer outside that range, `NaN',
+%% `Infinity' or a float beyond the double range); the raw `body' is always
+%% there. Duplicate keys in an object: the last one wins. The port parses
+%% with json-c (strict mode), which also takes a few things RFC 8259 does
+%% not, such as `1.' and `-01' (c_src/PROTOCOL.md, "JSON mapping").
 %%
 %% Without a usable LST (none, or expiring within `refresh_margin') the
-%% session authenticates first, one handshake for all waiting requests. A
+%% session authenticates first, one handshake for all waiting requests.
+%% After a failed handshake the next one starts 1 s, 2 s, 4 s ... 60 s after
+%% the failed one started: a request needing an LST meanwhile waits for it,
+%% or, if its deadline comes first, gets that handshake's error at once. A
 %% `401' triggers one fresh LST and one retry; a second `401' is returned.
 %% A `429' with `Retry-After' is retried once if that fits in the timeout.
 %% Transport errors are retried once when the request cannot have reached
 %% the server (`{transport, resolve | connect | tls}'), or for `get'/`head'.
+%% If the port program dies while it holds the request, the answer is
+%% `{error, port_down}' (not resent); a request still waiting in the session
+%% (rate limit, handshake) goes out on the new port within its timeout.
 %% Any complete HTTP exchange is `{ok, #{status, headers, body,
 %% queued_ms}}' (header names lower-case; `queued_ms': how long the request
 %% waited for the session's rate limit, all attempts together).
@@ -574,7 +591,7 @@ json_opts(Opts) ->
 %% may still open.
 -spec is_json(term(), non_neg_integer()) -> boolean().
 is_json(B, _) when is_binary(B) -> is_utf8(B);
-is_json(I, _) when is_integer(I) -> abs(I) < ?JSON_MAX_INT;
+is_json(I, _) when is_integer(I) -> I > ?JSON_INT_MIN andalso I < ?JSON_INT_MAX;
 is_json(F, _) when is_float(F) -> true;   % Erlang floats are always finite
 is_json(A, _) when A =:= true; A =:= false; A =:= null -> true;
 is_json(_, 0) -> false;
@@ -591,11 +608,12 @@ is_json_list([], _) -> true;
 is_json_list([H | T], Depth) -> is_json(H, Depth) andalso is_json_list(T, Depth);
 is_json_list(_, _) -> false.   % improper
 
-%% A map key's JSON name: binaries (UTF-8) and atoms only.
+%% A map key's JSON name: binaries (UTF-8) and atoms only, without a NUL
+%% byte (json-c's keys are C strings).
 -spec json_name(term()) -> binary() | error.
-json_name(K) when is_atom(K) -> atom_to_binary(K, utf8);
+json_name(K) when is_atom(K) -> json_name(atom_to_binary(K, utf8));
 json_name(K) when is_binary(K) ->
-    case is_utf8(K) of
+    case is_utf8(K) andalso binary:match(K, <<0>>) =:= nomatch of
         true -> K;
         false -> error
     end;
@@ -831,3 +849,14 @@ check_opts(_, _, What) -> {error, {badarg, What}}.
 is_nonempty_binary(B) -> is_binary(B) andalso byte_size(B) > 0.
 -spec is_non_neg_integer(term()) -> boolean().
 is_non_neg_integer(I) -> is_integer(I) andalso I >= 0.
+
+%% @doc Checks a config the way IBKR will (key files, DH parameters,
+%% consumer key, realm, secret, then the live session token, the brokerage
+%% session, `/tickle' and `/iserver/accounts'), see {@link ibkr_oauth_doctor}.
+%% @equiv doctor(Config, #{})
+-spec doctor(config()) -> [{atom(), ok | {warn, binary()} | {fail, binary()}}].
+doctor(Config) -> ibkr_oauth_doctor:run(Config, #{}).
+
+%% @doc {@link doctor/1} with `#{offline => true}' to skip the network.
+-spec doctor(config(), #{offline => boolean()}) -> [{atom(), ok | {warn, binary()} | {fail, binary()}}].
+doctor(Config, Opts) -> ibkr_oauth_doctor:run(Config, Opts).

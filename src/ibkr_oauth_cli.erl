@@ -1,9 +1,12 @@
 %% @doc The `ibkr_oauth' escript: one signed IBKR Web API call from a shell.
 %%
 %% ```
-%% ibkr_oauth [--config FILE] METHOD PATH [-q KEY=VALUE]... [-d BODY]
+%% ibkr_oauth [--verbose] [--config FILE] METHOD PATH [-q KEY=VALUE]... [-d BODY]
 %% ibkr_oauth get /portfolio/accounts
+%% ibkr_oauth setup DIR [--consumer-key KEY]
+%% ibkr_oauth doctor [--config FILE] [--offline]
 %% '''
+%% Errors are printed as sentences; `--verbose' adds the Erlang term.
 %% Credentials come from `--config FILE' (a file holding one Erlang map, the
 %% `ibkr_oauth:start_link/1' config, read with `file:consult/1') or from the
 %% environment: `IBKR_CONSUMER_KEY', `IBKR_ACCESS_TOKEN',
@@ -18,13 +21,19 @@
 -export([main/1, parse_args/1, env_config/1]).
 
 -type opts() :: #{config => string(), method := ibkr_oauth:method(), path := binary(),
-                  query := [{binary(), binary()}], body => binary()}.
+                  query := [{binary(), binary()}], body => binary(), verbose => true}.
 
 %% @doc Escript entry point.
 -spec main([string()]) -> no_return().
 main([Help]) when Help =:= "-h"; Help =:= "--help" ->
     io:put_chars(usage()),
     halt(0);
+main(["setup" | Args]) ->
+    log_to_stderr(),
+    halt(setup(Args));
+main(["doctor" | Args]) ->
+    log_to_stderr(),
+    halt(doctor(Args));
 main(Args) ->
     log_to_stderr(),
     case parse_args(Args) of
@@ -75,23 +84,38 @@ call(Config, #{method := Method, path := Path, query := Query} = Opts) ->
                       end,
             Result = ibkr_oauth:request(S, Method, Path, ReqOpts),
             _ = ibkr_oauth:stop(S),
-            report(Result);
+            report(Result, Opts);
         {error, Why} ->
-            io:format(standard_error, "ibkr_oauth: cannot start the session: ~tp~n", [Why]),
+            io:format(standard_error, "ibkr_oauth: cannot start the session: ~ts~n",
+                      [explain(Why, Config, Opts)]),
             1
     end.
 
--spec report({ok, map()} | {error, term()}) -> 0 | 1.
-report({ok, #{status := Status, body := Body}}) ->
+%% A sentence; with --verbose also the term.
+-spec explain(term(), term(), map()) -> unicode:chardata().
+explain(Why, Config, #{verbose := true}) ->
+    [ibkr_oauth_explain:reason(Why, Config),
+     io_lib:format(" [~tp]", [ibkr_oauth_config:redact(Why)])];
+explain(Why, Config, _) ->
+    ibkr_oauth_explain:reason(Why, Config).
+
+-spec report({ok, map()} | {error, term()}, opts()) -> 0 | 1.
+report({ok, #{status := Status, body := Body}}, _Opts) ->
     io:format(standard_error, "HTTP ~b~n", [Status]),
     %% The body's bytes as they came (UTF-8 JSON), not re-encoded by io.
     ok = file:write(standard_io, [Body, $\n]),
     case Status of
         S when S >= 200, S < 300 -> 0;
-        _ -> 1
+        _ ->
+            case ibkr_oauth_ibkr_error:classify(Status, [], Body) of
+                http -> ok;
+                Ibkr -> io:format(standard_error, "ibkr_oauth: ~ts~n",
+                                  [ibkr_oauth_ibkr_error:describe(Ibkr)])
+            end,
+            1
     end;
-report({error, Why}) ->
-    io:format(standard_error, "ibkr_oauth: ~tp~n", [Why]),
+report({error, Why}, Opts) ->
+    io:format(standard_error, "ibkr_oauth: ~ts~n", [explain(Why, #{}, Opts)]),
     1.
 
 %% @doc Parses the command line (exported for tests).
@@ -100,6 +124,7 @@ parse_args(Args) -> parse_args(Args, #{query => []}).
 
 -spec parse_args([string()], map()) -> {ok, opts()} | {error, string()}.
 parse_args(["--config", File | Rest], Acc) -> parse_args(Rest, Acc#{config => File});
+parse_args(["--verbose" | Rest], Acc) -> parse_args(Rest, Acc#{verbose => true});
 parse_args(["-q", KV | Rest], #{query := Q} = Acc) ->
     case string:split(KV, "=") of
         [K, V] -> parse_args(Rest, Acc#{query := Q ++ [{unicode:characters_to_binary(K),
@@ -125,7 +150,7 @@ method("patch") -> {ok, patch};
 method("head") -> {ok, head};
 method(_) -> error.
 
--spec load_config(opts()) -> {ok, map()} | {error, string()}.
+-spec load_config(map()) -> {ok, map()} | {error, string()}.
 load_config(#{config := File}) ->
     case file:consult(File) of
         {ok, [Config]} when is_map(Config) -> {ok, Config};
@@ -184,8 +209,105 @@ ensure_port_path() ->
             end
     end.
 
+%%% setup and doctor
+
+-spec setup([string()]) -> 0 | 1 | 2.
+setup(Args) ->
+    case setup_args(Args, #{}) of
+        {ok, Dir, Opts} ->
+            case ensure_port_path() of
+                ok -> run_setup(Dir, Opts);
+                {error, Why} -> fail(Why)
+            end;
+        {error, Why} ->
+            io:format(standard_error, "ibkr_oauth setup: ~ts~n~ts", [Why, usage()]),
+            2
+    end.
+
+-spec setup_args([string()], map()) -> {ok, string(), map()} | {error, string()}.
+setup_args(["--consumer-key", K | Rest], Acc) ->
+    setup_args(Rest, Acc#{consumer_key => list_to_binary(K)});
+%% Tests only: a smaller DH prime (the 2048-bit search takes seconds to minutes).
+setup_args(["--dh-bits", N | Rest], Acc) ->
+    case string:to_integer(N) of
+        {Bits, []} when Bits >= 512 -> setup_args(Rest, Acc#{dh_bits => Bits});
+        _ -> {error, "--dh-bits wants a number of bits >= 512"}
+    end;
+setup_args([[$- | _] = Opt | _], _) -> {error, "unknown option " ++ Opt};
+setup_args([Dir | Rest], Acc) when not is_map_key(dir, Acc) -> setup_args(Rest, Acc#{dir => Dir});
+setup_args([Other | _], _) -> {error, "unexpected argument " ++ Other};
+setup_args([], #{dir := Dir} = Acc) -> {ok, Dir, maps:remove(dir, Acc)};
+setup_args([], _) -> {error, "setup wants a directory"}.
+
+-spec run_setup(string(), map()) -> 0 | 1.
+run_setup(Dir, Opts) ->
+    Progress = fun({stage, rsa}) -> io:format(standard_error, "generating two RSA-2048 key pairs~n", []);
+                  ({stage, dh}) -> io:format(standard_error,
+                                             "searching a 2048-bit safe prime for the DH parameters "
+                                             "(usually 10 s to 2 min)~n", []);
+                  ({progress, _, Stage}) -> io:put_chars(standard_error, progress_char(Stage));
+                  (_) -> ok
+               end,
+    {ok, _} = application:ensure_all_started(crypto),
+    case ibkr_oauth_setup:run(Dir, Opts#{progress => Progress}) of
+        {ok, #{dir := Abs, consumer_key := Key, files := Files}} ->
+            io:format(standard_error, "~n", []),
+            io:format("Wrote (mode 0600, directory 0700):~n~ts~n",
+                      [[["  ", F, "\n"] || F <- Files]]),
+            io:put_chars(ibkr_oauth_setup:portal_steps(Abs, Key)),
+            0;
+        {error, Why} ->
+            io:format(standard_error, "~nibkr_oauth setup: ~ts~n", [setup_error(Why)]),
+            1
+    end.
+
+-spec progress_char(atom()) -> string().
+progress_char(candidate) -> ".";
+progress_char(testing) -> "+";
+progress_char(_) -> "*".
+
+-spec setup_error(term()) -> unicode:chardata().
+setup_error({exists, File}) -> [File, ": exists already (setup never overwrites a file)"];
+setup_error({bad_consumer_key, K}) -> io_lib:format("consumer key ~tp: must be 9 letters A-Z", [K]);
+setup_error({mkdir, Dir, Why}) -> [Dir, ": ", file:format_error(Why)];
+setup_error({not_a_directory, Dir}) -> [Dir, ": not a directory"];
+setup_error({write, File, Why}) -> [File, ": ", file:format_error(Why)];
+setup_error(Why) -> ibkr_oauth_explain:reason(Why).
+
+-spec doctor([string()]) -> 0 | 1 | 2.
+doctor(Args) ->
+    case doctor_args(Args, #{}) of
+        {ok, Opts} ->
+            Loaded = case ensure_port_path() of
+                         ok -> load_config(Opts);
+                         {error, _} = E -> E
+                     end,
+            case Loaded of
+                {ok, Config} ->
+                    {ok, _} = application:ensure_all_started(crypto),
+                    Report = ibkr_oauth_doctor:report(Config, maps:with([offline], Opts)),
+                    [io:format("~ts~n", [ibkr_oauth_doctor:format_line(L)]) || L <- Report],
+                    case ibkr_oauth_doctor:failed(Report) of
+                        true -> 1;
+                        false -> 0
+                    end;
+                {error, Why} -> fail(Why)
+            end;
+        {error, Why} ->
+            io:format(standard_error, "ibkr_oauth doctor: ~ts~n~ts", [Why, usage()]),
+            2
+    end.
+
+-spec doctor_args([string()], map()) -> {ok, map()} | {error, string()}.
+doctor_args(["--config", File | Rest], Acc) -> doctor_args(Rest, Acc#{config => File});
+doctor_args(["--offline" | Rest], Acc) -> doctor_args(Rest, Acc#{offline => true});
+doctor_args([Other | _], _) -> {error, "unexpected argument " ++ Other};
+doctor_args([], Acc) -> {ok, Acc}.
+
 -spec usage() -> string().
 usage() ->
-    "usage: ibkr_oauth [--config FILE] METHOD PATH [-q KEY=VALUE]... [-d BODY]\n"
+    "usage: ibkr_oauth [--verbose] [--config FILE] METHOD PATH [-q KEY=VALUE]... [-d BODY]\n"
+    "       ibkr_oauth setup DIR [--consumer-key KEY]\n"
+    "       ibkr_oauth doctor [--config FILE] [--offline]\n"
     "  e.g. ibkr_oauth get /portfolio/accounts\n"
     "  credentials: --config FILE (one Erlang map) or IBKR_* environment variables\n".

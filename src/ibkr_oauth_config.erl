@@ -32,10 +32,19 @@
 %% market-data subscription is sent again on the websocket (IBKR ends an
 %% `smd' stream silently 15 minutes after its request).
 %%
+%% `dh_prime': a hex string (either case; colons, blanks and leading `00'
+%% bytes as `openssl dhparam -text' prints them are dropped), or
+%% `{file, Path}' of a `dhparam.pem' (PKCS#3 `DH PARAMETERS'), read here:
+%% the prime is taken from the DER and the generator too (a `dh_generator'
+%% given as well must equal it: `{bad_config, dh_generator,
+%% generator_mismatch}'). File errors: `{bad_config, dh_prime, Why}' with
+%% `Why' in `enoent eacces eisdir file_error not_dh_params negative'.
+%%
 %% No atom is ever created from the input.
 -module(ibkr_oauth_config).
 
--export([validate/1, seal/1, to_port/1, redact/1, defaults/0]).
+-export([validate/1, seal/1, to_port/1, redact/1, defaults/0,
+         normalize_hex/1, dh_params/1]).
 
 -export_type([validated/0, why/0]).
 
@@ -60,6 +69,8 @@
                        rate_limit := ibkr_oauth_ratelimit:spec(),
                        smd_refresh_interval := pos_integer()}.
 -type why() :: missing | badarg | too_long | unknown_key | bad_url | too_small
+             | enoent | eacces | eisdir | file_error | not_dh_params | negative
+             | generator_mismatch
              | {global | endpoints, badarg} | {endpoint, pos_integer(), badarg}.
 
 -define(FIELD_MAX, 512).
@@ -102,7 +113,7 @@ validate(Config) when is_map(Config) ->
         ok = check_unknown(Config),
         lists:foreach(fun(K) -> is_map_key(K, Config) orelse bad(K, missing) end,
                       ?REQUIRED),
-        Merged = maps:merge(defaults(), maps:with(known_keys(), Config)),
+        Merged = maps:merge(defaults(), maps:with(known_keys(), dh_file(Config))),
         V0 = maps:map(fun check/2, Merged),
         V = case V0 of
                 #{realm := _} -> V0;
@@ -152,6 +163,8 @@ bad(Field, Why) -> throw({bad_config, Field, Why}).
 -spec check(atom(), term()) -> term().
 check(K, V) when K =:= consumer_key; K =:= access_token; K =:= realm ->
     field(K, V);
+check(dh_prime, <<_, _/binary>> = V) when byte_size(V) =< ?VALUE_MAX ->
+    normalize_hex(no_nul(dh_prime, V));
 check(K, V) when K =:= access_token_secret; K =:= dh_prime ->
     case V of
         <<_, _/binary>> when byte_size(V) > ?VALUE_MAX -> bad(K, too_long);
@@ -180,6 +193,73 @@ check(K, V) when (K =:= auto_authenticate orelse K =:= brokerage_session),
 check(query_signing, V) when V =:= params; V =:= none -> V;
 check(rate_limit, V) -> rate_limit(V);
 check(K, _) -> bad(K, badarg).
+
+%% `dh_prime => {file, Path}': the prime (as hex) and the generator from the
+%% PEM; an explicit dh_generator must agree with the file's.
+-spec dh_file(map()) -> map().
+dh_file(#{dh_prime := {file, Path}} = Config) ->
+    File = path(dh_prime, Path),
+    Pem = case file:read_file(File) of
+              {ok, B} when byte_size(B) =< ?VALUE_MAX -> B;
+              {ok, _} -> bad(dh_prime, too_long);
+              {error, E} when E =:= enoent; E =:= eacces; E =:= eisdir -> bad(dh_prime, E);
+              {error, _} -> bad(dh_prime, file_error)
+          end,
+    {P, G} = case dh_params(Pem) of
+                 {ok, #{prime := P0, generator := G0}} -> {P0, G0};
+                 {error, Why} -> bad(dh_prime, Why)
+             end,
+    case Config of
+        #{dh_generator := G} -> ok;
+        #{dh_generator := Other} when is_integer(Other) -> bad(dh_generator, generator_mismatch);
+        #{dh_generator := _} -> ok;   % its own type error comes from check/2
+        #{} -> ok
+    end,
+    Config#{dh_prime := string:lowercase(integer_to_binary(P, 16)),
+            dh_generator => maps:get(dh_generator, Config, G)};
+dh_file(Config) -> Config.
+
+%% @doc The prime and generator of a PKCS#3 `DH PARAMETERS' PEM (what
+%% `openssl dhparam' writes). `negative' when either DER INTEGER is negative
+%% (the prime's bytes written without a leading zero byte).
+-spec dh_params(binary()) ->
+    {ok, #{prime := integer(), generator := integer()}} | {error, not_dh_params | negative}.
+dh_params(Pem) ->
+    try [Der || {'DHParameter', Der, not_encrypted} <- public_key:pem_decode(Pem)] of
+        [Der | _] ->
+            try public_key:der_decode('DHParameter', Der) of
+                {'DHParameter', P, G, _} when is_integer(P), is_integer(G), P > 0, G > 0 ->
+                    {ok, #{prime => P, generator => G}};
+                {'DHParameter', P, G, _} when is_integer(P), is_integer(G) ->
+                    {error, negative};
+                _ -> {error, not_dh_params}
+            catch
+                _:_ -> {error, not_dh_params}
+            end;
+        [] -> {error, not_dh_params}
+    catch
+        _:_ -> {error, not_dh_params}
+    end.
+
+%% @doc A DH prime as users copy it: `openssl dhparam -text' prints
+%% `00:f7:e1:...' over several indented lines. Colons and blanks are
+%% dropped, then leading zero bytes; anything that is still not plain hex is
+%% returned unchanged (the port answers `not_hex').
+-spec normalize_hex(binary()) -> binary().
+normalize_hex(V) ->
+    Stripped = << <<C>> || <<C>> <= V, not lists:member(C, [$:, $\s, $\t, $\r, $\n]) >>,
+    case Stripped =/= <<>> andalso lists:all(fun is_hex/1, binary_to_list(Stripped)) of
+        true -> strip_zero_bytes(Stripped);
+        false -> V
+    end.
+
+-spec is_hex(byte()) -> boolean().
+is_hex(C) -> (C >= $0 andalso C =< $9) orelse (C >= $a andalso C =< $f) orelse
+             (C >= $A andalso C =< $F).
+
+-spec strip_zero_bytes(binary()) -> binary().
+strip_zero_bytes(<<"00", Rest/binary>>) when Rest =/= <<>> -> strip_zero_bytes(Rest);
+strip_zero_bytes(B) -> B.
 
 -spec rate_limit(term()) -> ibkr_oauth_ratelimit:spec().
 rate_limit(none) -> none;
@@ -275,12 +355,7 @@ strip_slash(B) ->
 to_port(V) -> maps:with(?PORT_KEYS, V).
 
 %% @doc A copy of a (validated or raw) config safe to log or show: the
-%% access-token secret and PEM contents are replaced by `redacted'.
+%% access-token secret and PEM contents are replaced by `redacted'
+%% ({@link ibkr_oauth_redact:config/1}).
 -spec redact(term()) -> term().
-redact(#{} = C) ->
-    maps:map(fun(access_token_secret, _) -> redacted;
-                (K, {pem, _}) when K =:= encryption_key; K =:= signature_key ->
-                     {pem, redacted};
-                (_, V) -> V
-             end, C);
-redact(Other) -> Other.
+redact(C) -> ibkr_oauth_redact:config(C).

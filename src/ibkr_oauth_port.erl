@@ -162,6 +162,9 @@ known_atoms() ->
      %% commands
      init, echo, cancel, stats, lst_request, lst_complete,
      live_session_token, authenticate,
+     %% key generation (setup)
+     generate_rsa, generate_dh, private_pem, public_pem, prime_hex, bits,
+     progress, candidate, testing, passed,
      %% map keys
      inflight, requests, handshakes, errors, expires_at, token,
      authorization, status, nonce, timestamp, dh_random, lst,

@@ -1,69 +1,44 @@
 %% @doc One IBKR OAuth session: a `gen_server' that owns one
 %% `ibkr_oauth_port' process. Use it through {@link ibkr_oauth}.
 %%
-%% <h3>Port traffic</h3>
-%% Every command goes out as `{Id, Command}' with a fresh integer id; the
-%% caller is parked in `pending' (`Id => What') and answered with
-%% `gen_server:reply/2' when `{Id, Reply}' comes back, in whatever order. The
-%% server never waits for the port inside a callback (only `init' and
-%% `terminate' wait, each with a bound). Replies for ids no longer pending
-%% (cancelled, timed out) are dropped.
+%% This module is a shell: it owns the port, the request ids and what waits
+%% for them (`pending'), timers, the batching of sign frames and the port
+%% restart, and it carries out what the pure policy modules decide:
+%% {@link ibkr_oauth_lst} (live session token, handshakes, renewal,
+%% backoff), {@link ibkr_oauth_pacing} (rate-limit queue),
+%% {@link ibkr_oauth_retry} (what an answer means: done, new LST, later,
+%% resend), {@link ibkr_oauth_keepalive} (tickles, `websocket_info/1'),
+%% {@link ibkr_oauth_redact} (what may be logged),
+%% {@link ibkr_oauth_restart} (whether a dead port is replaced) and
+%% {@link ibkr_oauth_request} (one request's data). The LST policy returns
+%% actions, carried out by `run/2'; the rate-limit queue is drained by
+%% `pump/1' after each event, never from inside another step.
 %%
-%% <h3>Authentication state machine</h3>
-%% `auth' is `none' (no LST) or `{lst, ExpiresAt, ObtainedAt, Source}';
-%% `handshake' is `undefined' or `{Phase, Id | queued, Origin}' with `Phase' `lst'
-%% (the port's `authenticate' command is running) or `ssodh' (the brokerage
-%% session is being opened after a new LST). While a handshake is in flight
-%% (single flight), every `request/4' and `authenticate/1' waits for it;
-%% when it ends they are all released (sent, or failed with the handshake's
-%% error; a step the port leaves unanswered 2 s past its own timeout, e.g. a
-%% stopped port, ends as `{error, timeout}'). Each new LST bumps `epoch'; a
-%% request remembers the epoch it was signed with, so a `401' for the current
-%% epoch starts one handshake while a `401' for an older epoch is just
-%% retried.
+%% <h3>One request</h3>
+%% `request/4' registers it with its deadline timer; the LST policy says
+%% "go" (to the rate-limit queue) or "wait for a handshake"; `pump/1' sends
+%% it as `{Id, {http, ...}}' when the rate limit lets it go; the port's
+%% answer goes to the retry policy, which finishes it or sends it round
+%% again. `#req.where' says where it is: `new', `lst' (waiting for a
+%% handshake), `rl' (rate-limit queue), `{port, Id}' or `{retry, Timer}'.
 %%
-%% An LST is usable while `now + margin < expires_at', with `margin' the
-%% configured `refresh_margin' capped at half the token's lifetime (so a
-%% short-lived token cannot cause a handshake per request). After a handshake
-%% done by the port, a timer renews the LST at `expires_at - margin' (failed
-%% renewals retry with backoff 1 s, 2 s, 4 s ... 60 s; meanwhile requests,
-%% including those that waited for the failed renewal, still use the current
-%% LST until it expires). An LST handed in with `lst_complete'
-%% (bring-your-own-HTTP) is used by `request/4' but never
-%% renewed in the background: that session's owner does its own HTTP. In the
-%% same spirit `POST /tickle' and the `POST /logout' on stop are only sent by
-%% a session that has done HTTP itself (a port handshake or a `request/4').
-%%
-%% <h3>Rate limiting</h3>
-%% Every HTTP request the session makes (`request/4', handshakes, the
-%% brokerage-session call, tickles, logout) passes through
-%% {@link ibkr_oauth_ratelimit}: it goes out when the global and endpoint
-%% limits have room, else it waits in `rl_queue' (never dropped; a request
-%% keeps its own deadline there, and is answered `{error, rate_limited}' as
-%% soon as the least wait for its keys reaches that deadline). The session's
-%% own jobs go first. The queue is walked in order and a job whose keys
-%% have room may pass one that waits for another endpoint; once the global
-%% key is full nobody passes.
-%% A timer fires when the first slot frees up, and every answer from the
-%% port triggers a walk too. Each request's answer carries `queued_ms', the
-%% time it spent in that queue.
+%% <h3>Port crashes</h3>
+%% When the port exits, a new one is opened and initialised with the same
+%% config (asynchronously). What the port held is lost: those callers get
+%% `{error, port_down}' (a request that may have reached the server is not
+%% resent). What the BEAM still held (requests in the rate-limit queue,
+%% waiting for a handshake or for a 429 retry) stays and goes out on the new
+%% port after a new handshake, within its own deadline. More than 5 port
+%% exits within 30 s stop the session with `{shutdown, port_restart_limit}'.
 %%
 %% <h3>Logging</h3>
 %% Events carry the metadata `domain => [ibkr_oauth]'. Each finished
 %% request is logged at `debug' (answered) or `info' (an error, in `error'
 %% with binaries replaced by their size) with `event => request', `method',
 %% `path' (without the query), `status' (`undefined' for an error),
-%% `duration_us', `attempt' and `queued_ms'. Warnings: `event => retry'
-%% (a 401 and its new LST, a 429, a transport error), `handshake_failed',
-%% `port_exit'; `info': `handshake' (a new LST). Never logged: headers,
-%% bodies, the query, tokens, keys.
-%%
-%% <h3>Port crashes</h3>
-%% When the port exits, every pending, queued and waiting caller gets
-%% `{error, port_down}' at once, a new port is opened and initialised with
-%% the same config (asynchronously; the session is then unauthenticated). More
-%% than 5 port exits within 30 s stop the session with
-%% `{shutdown, port_restart_limit}'.
+%% `duration_us', `attempt' and `queued_ms'. Warnings: `event => retry',
+%% `handshake_failed', `port_exit'; `info': `handshake' (a new LST). Never
+%% logged: headers, bodies, the query, tokens, keys.
 %%
 %% <h3>Secrets</h3>
 %% The LST, the DH exponent and the decrypted secret live in the C process.
@@ -82,42 +57,17 @@
 
 -export_type([name/0]).
 
--type name() :: {local, atom()} | {global, term()} | {via, module(), term()}.
+-type name() :: ibkr_oauth_names:name().
 -type id() :: ibkr_oauth_port:id().
 -type from() :: gen_server:from().
--type origin() :: demand | renew.
--type pending() :: {call, from()}
-                 | {lst_complete, from()}
-                 | {req, reference()}
-                 | handshake | ssodh | tickle | reinit
+-type own() :: lst | ssodh | tickle.
+-type pending() :: {call, from()} | {lst_complete, from()} | {req, reference()}
+                 | {own, own()} | reinit
                  | {stream, ws_open | ws_send | ws_close}.
-%% What waits in the rate-limit queue.
--type job() :: {req, reference()} | handshake | ssodh | tickle.
+-type job() :: {req, reference()} | own().
+-type token() :: ibkr_oauth_ratelimit:token().
 
--record(req, {
-    %% a caller, or the stream's own tickle/ssodh (answered as a message)
-    from :: from() | {stream_http, tickle | ssodh},
-    method :: atom(),
-    url :: binary(),
-    path = <<>> :: binary(),                   % relative, without the query
-    headers :: [{binary(), binary()}],
-    body :: binary(),
-    port_opts = #{} :: map(),                  % more http command fields: json, decode
-    deadline = infinity :: integer() | infinity,   % monotonic ms
-    timer :: reference() | undefined,          % the deadline timer
-    %% queued: behind a handshake; rl_queued: waiting for the rate limiter
-    where = none :: none | queued | rl_queued | {port, id()} | {retry, reference()},
-    started = 0 :: integer(),                  % monotonic us
-    attempt = 0 :: non_neg_integer(),          % times sent to the port
-    queued_us = 0 :: non_neg_integer(),        % total wait for the rate limiter
-    rl_since = 0 :: integer(),                 % monotonic us, when rl_queued
-    throttled = false :: boolean(),            % counted in rate_limited
-    websocket = false :: boolean(),            % a /tickle for websocket_info
-    epoch = 0 :: non_neg_integer(),
-    retried_401 = false :: boolean(),
-    retried_transport = false :: boolean(),
-    retried_429 = false :: boolean()
-}).
+-include("ibkr_oauth_request.hrl").
 
 -record(st, {
     port :: port() | undefined,
@@ -125,32 +75,22 @@
     secrets :: fun(() -> map()),                % the port's init map
     base_url :: binary(),
     request_timeout :: pos_integer() | infinity,
-    brokerage_session :: boolean(),
     tickle_interval :: pos_integer() | infinity,
-    refresh_margin :: non_neg_integer(),        % ms
     next_id = 1 :: pos_integer(),
     pending = #{} :: #{id() => pending()},
+    slots = #{} :: #{id() => token()},          % taken by HTTP at the port
     reqs = #{} :: #{reference() => #req{}},
-    queue = [] :: [reference()],                % newest first
-    auth = none :: none | {lst, integer(), integer(), port | user},
-    epoch = 0 :: non_neg_integer(),
-    %% queued: waiting for the rate limiter
-    handshake :: undefined | {lst | ssodh, id() | queued, origin()},
-    auth_waiters = [] :: [from()],
-    hs_epoch = 0 :: non_neg_integer(),          % epoch when the handshake started
+    lst :: ibkr_oauth_lst:lst(),
+    pacing :: ibkr_oauth_pacing:pacing(),
+    keepalive = ibkr_oauth_keepalive:new() :: ibkr_oauth_keepalive:state(),
+    fresh = [] :: [reference()],                % queued for the rate limit since the last pump
     renew_timer :: reference() | undefined,
-    backoff = 0 :: non_neg_integer(),
-    tickle_timer :: reference() | undefined,
-    tickle = #{} :: map(),
-    limiter :: ibkr_oauth_ratelimit:limiter(),
-    rl_queue = queue:new() :: queue:queue(job()),
     rl_timer :: reference() | undefined,
-    draining = false :: boolean(),
-    slots = #{} :: #{id() => ibkr_oauth_ratelimit:token()},  % taken by in-flight HTTP
+    tickle_timer :: reference() | undefined,
     %% The session does its own HTTP (a port handshake or request/4 was
     %% used): only then does it tickle and log out by itself.
     managed = false :: boolean(),
-    port_exits = [] :: [integer()],
+    port_exits = ibkr_oauth_restart:new() :: ibkr_oauth_restart:restarts(),
     %% sign frames not yet written, newest first: see queue_frame/3
     outbox = [] :: [{id(), binary()}],
     outbox_bytes = 0 :: non_neg_integer(),
@@ -172,14 +112,9 @@
 -define(BATCH_MAX, 1048576).    % bytes of sign frames per batch frame
 -define(PORT_MAX_TIMEOUT, 16#7FFFFFFF).   % ms, the largest the port accepts
 -define(WATCHDOG_MARGIN, 2000).   % ms past a handshake step's own timeout
--define(RESTART_WINDOW, 30000).
--define(RESTART_MAX, 5).
--define(BACKOFF_MAX, 60000).
 -define(META, #{domain => [ibkr_oauth], ibkr_oauth => session}).
 -define(LST_PATH, <<"/oauth/live_session_token">>).
 -define(SSODH_PATH, <<"/iserver/auth/ssodh/init">>).
-%% A websocket session cookie older than this is refreshed by a /tickle.
--define(WS_FRESH_MS, 60000).
 
 %%====================================================================
 %% Start
@@ -197,7 +132,7 @@ start_link(Config) -> start_link(undefined, Config).
 %% that does gets no `EXIT' message.
 -spec start_link(name() | undefined, term()) -> {ok, pid()} | {error, term()}.
 start_link(Name, Config) ->
-    case check_name(Name) of
+    case ibkr_oauth_names:check(Name) of
         ok ->
             case ibkr_oauth_config:validate(Config) of
                 {ok, V} -> proc_lib:start_link(?MODULE, init_it, [self(), Name, V],
@@ -207,17 +142,10 @@ start_link(Name, Config) ->
         error -> {error, {badarg, name}}
     end.
 
--spec check_name(term()) -> ok | error.
-check_name(undefined) -> ok;
-check_name({local, N}) when is_atom(N) -> ok;
-check_name({global, _}) -> ok;
-check_name({via, M, _}) when is_atom(M) -> ok;
-check_name(_) -> error.
-
 %% @private proc_lib entry point.
 -spec init_it(pid(), name() | undefined, ibkr_oauth_config:validated()) -> no_return().
 init_it(Parent, Name, V) ->
-    case register_name(Name) of
+    case ibkr_oauth_names:register(Name) of
         ok ->
             process_flag(trap_exit, true),
             case init_session(V) of
@@ -228,7 +156,7 @@ init_it(Parent, Name, V) ->
                         _ -> gen_server:enter_loop(?MODULE, [], St, Name)
                     end;
                 {error, _} = E ->
-                    unregister_name(Name),
+                    ibkr_oauth_names:unregister(Name),
                     fail_start(Parent, E)
             end;
         {error, _} = E ->
@@ -241,98 +169,27 @@ fail_start(Parent, Error) ->
     proc_lib:init_ack(Parent, Error),
     exit(normal).
 
--spec register_name(name() | undefined) -> ok | {error, term()}.
-register_name(undefined) -> ok;
-register_name({local, N}) ->
-    try register(N, self()) of
-        true -> ok
-    catch
-        error:badarg -> {error, {already_started, whereis(N)}}
-    end;
-register_name({global, N}) ->
-    case global:register_name(N, self()) of
-        yes -> ok;
-        no -> {error, {already_started, global:whereis_name(N)}}
-    end;
-register_name({via, M, N}) ->
-    try M:register_name(N, self()) of
-        yes -> ok;
-        _ -> {error, {already_started, M:whereis_name(N)}}
-    catch
-        _:_ -> {error, {badarg, name}}
-    end.
-
--spec unregister_name(name() | undefined) -> ok.
-unregister_name(undefined) -> ok;
-unregister_name({local, N}) -> _ = (catch unregister(N)), ok;
-unregister_name({global, N}) -> _ = global:unregister_name(N), ok;
-unregister_name({via, M, N}) -> _ = (catch M:unregister_name(N)), ok.
-
 -spec init_session(ibkr_oauth_config:validated()) -> {ok, state()} | {error, term()}.
 init_session(V) ->
     PortCfg = ibkr_oauth_config:to_port(V),
-    case ibkr_oauth_port:open() of
+    case ibkr_oauth_port_io:open(PortCfg, ?INIT_TIMEOUT) of
         {ok, Port, OsPid} ->
-            case sync_init(Port, PortCfg) of
-                ok ->
-                    St0 = #st{port = Port,
-                              os_pid = OsPid,
-                              secrets = fun() -> PortCfg end,
-                              base_url = maps:get(base_url, V),
-                              request_timeout = maps:get(request_timeout, V),
-                              brokerage_session = maps:get(brokerage_session, V),
-                              tickle_interval = maps:get(tickle_interval, V),
-                              refresh_margin = 1000 * maps:get(refresh_margin, V),
-                              limiter = ibkr_oauth_ratelimit:new(maps:get(rate_limit, V)),
-                              stream = new_stream(V),
-                              next_id = 2},
-                    St1 = arm_tickle(St0),
-                    case maps:get(auto_authenticate, V) of
-                        true -> {ok, start_handshake(renew, St1)};
-                        false -> {ok, St1}
-                    end;
-                {error, _} = E ->
-                    ibkr_oauth_port:close(Port),
-                    flush_port(Port),
-                    E
+            Lst = ibkr_oauth_lst:new(#{refresh_margin => 1000 * maps:get(refresh_margin, V),
+                                       brokerage_session => maps:get(brokerage_session, V)}),
+            St = arm_tickle(#st{port = Port, os_pid = OsPid,
+                                secrets = fun() -> PortCfg end,
+                                base_url = maps:get(base_url, V),
+                                request_timeout = maps:get(request_timeout, V),
+                                tickle_interval = maps:get(tickle_interval, V),
+                                lst = Lst,
+                                pacing = ibkr_oauth_pacing:new(maps:get(rate_limit, V)),
+                                stream = new_stream(V),
+                                next_id = 2}),
+            case maps:get(auto_authenticate, V) of
+                true -> {ok, pump(with_lst(ibkr_oauth_lst:start_background(sys_now(), Lst), St))};
+                false -> {ok, St}
             end;
         {error, _} = E -> E
-    end.
-
-%% init with a bounded wait; log events are forwarded meanwhile.
--spec sync_init(port(), map()) -> ok | {error, term()}.
-sync_init(Port, PortCfg) ->
-    case ibkr_oauth_port:send(Port, 1, {init, PortCfg}) of
-        ok ->
-            Deadline = now_ms() + ?INIT_TIMEOUT,
-            await_init(Port, Deadline);
-        {error, _} = E -> E
-    end.
-
--spec await_init(port(), integer()) -> ok | {error, term()}.
-await_init(Port, Deadline) ->
-    receive
-        {Port, {data, Bin}} ->
-            case ibkr_oauth_port:decode(Bin) of
-                {ok, 1, ok} -> ok;
-                {ok, 1, {error, {bad_config, F, W}}} -> {error, {bad_config, F, W}};
-                {ok, 1, {error, Reason}} -> {error, {port_init, Reason}};
-                {ok, 1, _} -> {error, {port_init, bad_reply}};
-                {ok, 0, Event} -> _ = port_event(Event), await_init(Port, Deadline);
-                _ -> await_init(Port, Deadline)
-            end;
-        {Port, {exit_status, S}} -> {error, {port_exit, S}};
-        {'EXIT', Port, _} -> {error, port_down}
-    after max(0, Deadline - now_ms()) ->
-        {error, timeout}
-    end.
-
--spec flush_port(port()) -> ok.
-flush_port(Port) ->
-    receive
-        {Port, _} -> flush_port(Port);
-        {'EXIT', Port, _} -> flush_port(Port)
-    after 0 -> ok
     end.
 
 %%====================================================================
@@ -350,24 +207,21 @@ init(_) -> {stop, not_supported}.
 handle_call({request, Method, PathQuery, Headers, Body, Timeout}, From, St) ->
     handle_call({request, Method, PathQuery, Headers, Body, Timeout, #{}}, From, St);
 handle_call({request, Method, PathQuery, Headers, Body, Timeout, PortOpts}, From, St) ->
-    {Ref, St1} = new_req(#req{from = From, method = Method, url = PathQuery,
-                              headers = Headers, body = Body, port_opts = PortOpts},
-                         Timeout, St),
-    {noreply, dispatch(Ref, St1)};
-handle_call(websocket_info, From, St) ->
-    case websocket_session(St) of
+    {Ref, R, St1} = new_req(From, {Method, PathQuery, Headers, Body}, Timeout, St),
+    {noreply, pump(dispatch(Ref, add_req(Ref, R#req{port_opts = PortOpts}, St1)))};
+handle_call(websocket_info, From, #st{lst = L} = St) ->
+    case ibkr_oauth_keepalive:session(sys_now(), ibkr_oauth_lst:epoch(L),
+                                      ibkr_oauth_lst:live(sys_now(), L), St#st.keepalive) of
         {ok, Session} ->
             {reply, {ok, websocket_info(Session, St)}, St};
         stale ->
             %% POST /tickle like request/4 would (handshake, retries, rate
             %% limit); finish/3 turns its answer into the reply.
-            {Ref, St1} = new_req(#req{from = From, method = post, url = <<"/tickle">>,
-                                      headers = [], body = <<>>, websocket = true},
-                                 default, St),
-            {noreply, dispatch(Ref, St1)}
+            {Ref, R, St1} = new_req(From, {post, <<"/tickle">>, [], <<>>}, default, St),
+            {noreply, pump(dispatch(Ref, add_req(Ref, R#req{websocket = true}, St1)))}
     end;
-handle_call(authenticate, From, #st{auth_waiters = W} = St) ->
-    {noreply, start_handshake(demand, St#st{auth_waiters = [From | W]})};
+handle_call(authenticate, From, St) ->
+    {noreply, pump(with_lst(ibkr_oauth_lst:authenticate(From, sys_now(), St#st.lst), St))};
 handle_call({lst_complete, Answer}, From, St) ->
     {noreply, port_call({lst_complete, Answer}, {lst_complete, From}, From, St)};
 handle_call({port, Cmd}, From, St) ->
@@ -406,10 +260,10 @@ handle_info({Port, {data, Bin}}, #st{port = Port} = St) ->
         {ok, 0, {ws, Conn, E}} ->
             {noreply, stream_input({ws_event, Conn, E}, St)};
         {ok, 0, Event} ->
-            _ = port_event(Event),
+            ibkr_oauth_port_io:event(Event),
             {noreply, St};
         {ok, Id, Reply} ->
-            port_reply(Id, Reply, St);
+            port_reply(Id, Reply, complete_slot(Id, St));
         {error, Why} ->
             %% The bytes may hold anything (even a token): never log them.
             logger:error("ibkr_oauth: undecodable frame from the port (~p, ~b bytes)",
@@ -423,32 +277,36 @@ handle_info({Port, {exit_status, S}}, #st{port = Port} = St) ->
 handle_info({'EXIT', Port, Reason}, #st{port = Port} = St) ->
     port_exited({'EXIT', Reason}, St);
 handle_info({deadline, Ref}, St) ->
-    {noreply, deadline(Ref, St)};
+    {noreply, pump(deadline(Ref, St))};
 handle_info({retry, Ref}, #st{reqs = Reqs} = St) ->
     case Reqs of
         #{Ref := #req{where = {retry, _}} = R} ->
-            {noreply, dispatch(Ref, St#st{reqs = Reqs#{Ref := R#req{where = none}}})};
+            {noreply, pump(dispatch(Ref, St#st{reqs = Reqs#{Ref := R#req{where = new}}}))};
         _ -> {noreply, St}
     end;
-handle_info(renew, #st{handshake = undefined} = St) ->
-    {noreply, start_handshake(renew, St#st{renew_timer = undefined})};
 handle_info(renew, St) ->
-    {noreply, St#st{renew_timer = undefined}};
-handle_info(tickle, St) ->
-    {noreply, tickle(arm_tickle(St#st{tickle_timer = undefined}))};
-handle_info(rl_tick, St) ->
-    {noreply, drain(St#st{rl_timer = undefined})};
-handle_info({hs_watchdog, Id}, #st{handshake = {_, Id, _}, pending = P} = St) ->
-    %% The port did not answer within its own timeout (it is stuck, e.g.
-    %% stopped): end the handshake as timed out rather than let authenticate/1
-    %% and every request wait behind it. Its late answer is dropped.
-    ibkr_oauth_port:cancel(St#st.port, Id),
-    case maps:take(Id, P) of
-        {What, P1} -> handle_reply(What, {error, timeout}, St#st{pending = P1});
-        error -> {noreply, St}
+    St1 = St#st{renew_timer = undefined},
+    {noreply, pump(with_lst(ibkr_oauth_lst:timer(sys_now(), St1#st.lst), St1))};
+handle_info(tickle, #st{lst = L} = St0) ->
+    St = arm_tickle(St0#st{tickle_timer = undefined}),
+    case ibkr_oauth_keepalive:wanted(St#st.managed, ibkr_oauth_lst:idle(L),
+                                     ibkr_oauth_lst:usable(sys_now(), L)) of
+        true -> {noreply, pump(queue_own(tickle, St))};
+        false -> {noreply, St}
     end;
-handle_info({hs_watchdog, _}, St) ->
-    {noreply, St};                                % that handshake step ended
+handle_info(rl_tick, St) ->
+    {noreply, pump(St#st{rl_timer = undefined})};
+handle_info({hs_watchdog, Id}, #st{pending = P} = St) ->
+    %% The port did not answer a handshake step within its own timeout (it is
+    %% stuck, e.g. stopped): end it as timed out rather than let
+    %% authenticate/1 and every request wait behind it. Its late answer is
+    %% dropped.
+    case ibkr_oauth_lst:sent_id(St#st.lst) =:= Id andalso maps:take(Id, P) of
+        {What, P1} ->
+            ibkr_oauth_port:cancel(St#st.port, Id),
+            handle_reply(What, {error, timeout}, St#st{pending = P1});
+        _ -> {noreply, St}                        % that step ended
+    end;
 handle_info({stream_tick, Ref}, #st{stream_timer = {_, Ref, _}} = St) ->
     {noreply, stream_input(tick, St#st{stream_timer = undefined})};
 handle_info({stream_tick, _}, St) ->
@@ -466,7 +324,7 @@ handle_info({Port, _}, St) when is_port(Port) ->
 handle_info({'EXIT', _, _}, St) ->
     {noreply, St};                                % an old port, or a stray link
 handle_info(Msg, St) ->
-    logger:debug("ibkr_oauth: unexpected message ~p", [scrub(Msg)], ?META),
+    logger:debug("ibkr_oauth: unexpected message ~p", [ibkr_oauth_redact:scrub(Msg)], ?META),
     {noreply, St}.
 
 %% @private On stop: every waiting caller gets `{error, port_down}', then, if
@@ -475,7 +333,8 @@ handle_info(Msg, St) ->
 -spec terminate(term(), state()) -> ok.
 terminate(Reason, St0) ->
     stream_stopped(St0),
-    Logout = has_live_lst(St0) andalso St0#st.managed andalso not port_reason(Reason),
+    Logout = ibkr_oauth_lst:live(sys_now(), St0#st.lst) andalso St0#st.managed
+        andalso not port_reason(Reason),
     St = fail_all(port_down, St0),
     case St#st.port of
         undefined -> ok;
@@ -485,7 +344,7 @@ terminate(Reason, St0) ->
                 false -> ok
             end,
             ibkr_oauth_port:close(Port),
-            flush_port(Port)
+            ibkr_oauth_port_io:flush(Port)
     end,
     %% Calls still queued may carry an LST (sign/4's `lst'), and a crash
     %% report lists the mailbox: empty it.
@@ -514,12 +373,157 @@ code_change(_Old, St, _Extra) -> {ok, St}.
                        log => [sys:system_event()]}.
 format_status(Status) ->
     maps:map(fun(state, #st{} = S) -> summary(S);
-                (state, S) -> scrub(S);
-                (message, M) -> scrub(M);
-                (reason, R) -> scrub(R);
-                (log, L) -> [scrub(E) || E <- L];
-                (_, X) -> scrub(X)
+                (log, L) -> [ibkr_oauth_redact:scrub(E) || E <- L];
+                (_, X) -> ibkr_oauth_redact:scrub(X)
              end, Status).
+
+%%====================================================================
+%% Running the policies' actions
+%%====================================================================
+
+-spec with_lst({[ibkr_oauth_lst:action()], ibkr_oauth_lst:lst()}, state()) -> state().
+with_lst({Actions, L}, St) -> run(Actions, St#st{lst = L}).
+
+%% Carries out what a policy decided, in order.
+-spec run([ibkr_oauth_lst:action()], state()) -> state().
+run([], St) -> St;
+run([A | As], St) -> run(As, act(A, St)).
+
+-spec act(ibkr_oauth_lst:action(), state()) -> state().
+act({reply, From, Reply}, St) ->
+    gen_server:reply(From, Reply),
+    St;
+act({send, Ref}, #st{reqs = Reqs, pacing = P, fresh = F} = St) ->
+    #{Ref := R} = Reqs,
+    St#st{reqs = Reqs#{Ref := ibkr_oauth_request:enter_queue(R, now_us())},
+          pacing = ibkr_oauth_pacing:add({req, Ref}, R#req.path, R#req.deadline, req, P),
+          fresh = [Ref | F]};
+act({fail, Ref, Error}, St) ->
+    finish(Ref, Error, St);
+act({job, Own}, St) ->
+    queue_own(Own, St);
+act({renew_in, Ms}, St) ->
+    cancel_timer(St#st.renew_timer),
+    St#st{renew_timer = erlang:send_after(min(Ms, ?PORT_MAX_TIMEOUT), self(), renew)};
+act(cancel_renew, St) ->
+    cancel_timer(St#st.renew_timer),
+    St#st{renew_timer = undefined};
+act({log, Level, Format, Args, Meta}, St) ->
+    log({Level, Format, Args, maps:merge(?META, Meta)}),
+    St;
+act({count, Key, N}, #st{counters = C} = St) ->
+    St#st{counters = maps:update_with(Key, fun(V) -> V + N end, N, C)}.
+
+%% The session's own jobs wait for the rate limit too, in front of requests.
+-spec queue_own(own(), state()) -> state().
+queue_own(Own, #st{pacing = P} = St) ->
+    St#st{pacing = ibkr_oauth_pacing:add(Own, own_path(Own), infinity, own, P)}.
+
+-spec own_path(own()) -> binary().
+own_path(lst) -> ?LST_PATH;
+own_path(ssodh) -> ?SSODH_PATH;
+own_path(tickle) -> <<"/tickle">>.
+
+%% Sends what the rate limit lets go, answers what it refuses and arms a
+%% timer for the first slot to come free. Jobs that run may queue new ones
+%% (a request that finds no usable LST queues a handshake): drain again.
+-spec pump(state()) -> state().
+pump(#st{pacing = P} = St) ->
+    {Go, Refused, Wake, P1} = ibkr_oauth_pacing:drain(now_ms(), P),
+    St1 = lists:foldl(fun({req, Ref}, Acc) -> finish(Ref, {error, rate_limited}, throttled(Ref, Acc)) end,
+                      St#st{pacing = P1}, Refused),
+    St2 = lists:foldl(fun({Job, Token}, Acc) -> run_job(Job, Token, Acc) end, St1, Go),
+    case Go of
+        [_ | _] -> pump(St2);
+        [] ->
+            St3 = lists:foldl(fun throttled/2, St2#st{fresh = []}, St2#st.fresh),
+            cancel_timer(St3#st.rl_timer),
+            case ibkr_oauth_pacing:size(St3#st.pacing) > 0 andalso Wake of
+                Ms when is_integer(Ms) -> St3#st{rl_timer = erlang:send_after(Ms, self(), rl_tick)};
+                _ -> St3#st{rl_timer = undefined}     % an answer will pump
+            end
+    end.
+
+%% A request the rate limit did not let go at once is counted in
+%% `rate_limited' (once, retries included).
+-spec throttled(reference(), state()) -> state().
+throttled(Ref, #st{reqs = Reqs} = St) ->
+    case Reqs of
+        #{Ref := #req{where = rl, throttled = false} = R} ->
+            bump(rate_limited, St#st{reqs = Reqs#{Ref := R#req{throttled = true}}});
+        _ -> St
+    end.
+
+-spec run_job(job(), token(), state()) -> state().
+run_job({req, Ref}, Token, #st{reqs = Reqs, lst = L} = St) ->
+    #{Ref := R} = Reqs,
+    St1 = St#st{reqs = Reqs#{Ref := ibkr_oauth_request:leave_queue(R, now_us())}},
+    case ibkr_oauth_lst:idle(L) andalso ibkr_oauth_lst:usable(sys_now(), L) of
+        true -> transmit(Ref, Token, St1);
+        %% The LST went stale while it waited: it waits for a handshake.
+        false -> dispatch(Ref, release_token(Token, St1))
+    end;
+run_job(lst, Token, #st{lst = L} = St) ->
+    case ibkr_oauth_lst:wants(lst, L) of
+        true ->
+            Cmd = {authenticate, #{timeout => handshake_timeout(St)}},
+            own_sent(lst, port_send(Cmd, {own, lst}, Token, St));
+        false -> release_token(Token, St)
+    end;
+run_job(ssodh, Token, #st{lst = L} = St) ->
+    case ibkr_oauth_lst:wants(ssodh, L) of
+        true ->
+            Http = #{method => <<"POST">>,
+                     url => <<(St#st.base_url)/binary, ?SSODH_PATH/binary>>,
+                     headers => [{<<"content-type">>, <<"application/json">>}],
+                     body => <<"{\"publish\":true,\"compete\":true}">>,
+                     timeout => handshake_timeout(St), sign => true},
+            own_sent(ssodh, port_send({http, Http}, {own, ssodh}, Token, St));
+        false -> release_token(Token, St)
+    end;
+run_job(tickle, Token, #st{lst = L} = St) ->
+    case ibkr_oauth_keepalive:wanted(St#st.managed, ibkr_oauth_lst:idle(L),
+                                     ibkr_oauth_lst:usable(sys_now(), L)) of
+        true ->
+            Timeout = case St#st.tickle_interval of
+                          infinity -> handshake_timeout(St);
+                          I -> min(I, handshake_timeout(St))
+                      end,
+            Cmd = {http, ibkr_oauth_keepalive:command(St#st.base_url, Timeout)},
+            element(3, port_send(Cmd, {own, tickle}, Token, St));
+        false -> release_token(Token, St)
+    end.
+
+%% A handshake step went to the port: the LST policy knows its id, and a
+%% watchdog ends it if the port leaves it unanswered 2 s past its own
+%% timeout. (If the port is gone its exit message follows.)
+-spec own_sent(lst | ssodh, {ok | error, term(), state()}) -> state().
+own_sent(Kind, {ok, Id, St}) ->
+    _ = erlang:send_after(handshake_timeout(St) + ?WATCHDOG_MARGIN, self(), {hs_watchdog, Id}),
+    St#st{lst = ibkr_oauth_lst:sent(Kind, Id, St#st.lst), managed = true};
+own_sent(_Kind, {error, _, St}) ->
+    St.
+
+%% The one way a command goes to the port with an id: `What' waits in
+%% `pending' for the answer, and the rate-limit slots `Token' (if any) until
+%% then.
+-spec port_send(term(), pending(), token() | none, state()) ->
+    {ok, id(), state()} | {error, term(), state()}.
+port_send(Cmd, What, Token, St) ->
+    {Id, St1} = next_id(St),
+    case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
+        ok ->
+            Slots = case Token of
+                        none -> St1#st.slots;
+                        _ -> (St1#st.slots)#{Id => Token}
+                    end,
+            {ok, Id, St1#st{pending = (St1#st.pending)#{Id => What}, slots = Slots}};
+        {error, _} = E ->
+            {error, E, case Token of
+                           none -> St1;
+                           _ -> release_token(Token, St1)
+                       end}
+    end.
 
 %%====================================================================
 %% Port calls and replies
@@ -535,12 +539,11 @@ pass_through({echo, _}) -> true;
 pass_through(stats) -> true;
 pass_through(_) -> false.
 
-%% The port signs with whatever LST it holds and does not look at its
-%% expiry; an expired one would only earn a 401 later, so say it now. (An
-%% LST given in the options is the caller's business.)
+%% The port signs with whatever LST it holds, expired or not (an LST given
+%% in the options is the caller's business).
 -spec signs_with_expired_lst(term(), state()) -> boolean().
-signs_with_expired_lst({sign, _, _, Opts}, #st{auth = {lst, E, _, _}}) when is_map(Opts) ->
-    not is_map_key(lst, Opts) andalso erlang:system_time(millisecond) >= E;
+signs_with_expired_lst({sign, _, _, Opts}, #st{lst = L}) when is_map(Opts) ->
+    not is_map_key(lst, Opts) andalso ibkr_oauth_lst:expired(sys_now(), L);
 signs_with_expired_lst(_, _) -> false.
 
 %% A pass-through command: the caller is answered when the port replies.
@@ -552,10 +555,9 @@ port_call({sign, _, _, _} = Cmd, What, From, St) ->
         {error, _} = E -> gen_server:reply(From, E), bump(errors, St1)
     end;
 port_call(Cmd, What, From, St) ->
-    {Id, St1} = next_id(St),
-    case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
-        ok -> St1#st{pending = (St1#st.pending)#{Id => What}};
-        {error, _} = E -> gen_server:reply(From, E), bump(errors, St1)
+    case port_send(Cmd, What, none, St) of
+        {ok, _, St1} -> St1;
+        {error, E, St1} -> gen_server:reply(From, E), bump(errors, St1)
     end.
 
 %% Signing is the hot path: one write(2) per call would cap it at the pipe's
@@ -596,77 +598,71 @@ flush_outbox(#st{outbox = Out, port = Port} = St) ->
     end.
 
 -spec port_reply(id(), term(), state()) -> {noreply, state()} | {stop, term(), state()}.
-port_reply(Id, Reply, St0) ->
-    #st{pending = P} = St = complete_slot(Id, St0),
-    Result = case maps:take(Id, P) of
-                 {What, P1} -> handle_reply(What, Reply, St#st{pending = P1});
-                 error -> {noreply, St}          % late: cancelled or timed out
-             end,
-    %% A slot may have come free: let waiting requests go.
-    case Result of
-        {noreply, #st{rl_queue = Q} = St1} ->
-            case queue:is_empty(Q) of
-                true -> Result;
-                false -> {noreply, drain(St1)}
-            end;
-        _ -> Result
+port_reply(Id, Reply, #st{pending = P} = St) ->
+    case maps:take(Id, P) of
+        {What, P1} -> handle_reply(What, Reply, St#st{pending = P1});
+        error -> {noreply, pump(St)}            % late: cancelled or timed out; a slot came free
     end.
 
 -spec handle_reply(pending(), term(), state()) ->
     {noreply, state()} | {stop, term(), state()}.
 handle_reply({call, From}, Reply, St) ->
     gen_server:reply(From, Reply),
-    {noreply, count_reply(Reply, St)};
+    {noreply, pump_if_queued(count_reply(Reply, St))};
 handle_reply({lst_complete, From}, Reply, St) ->
     St1 = case Reply of
-              {ok, #{expires_at := E}} when is_integer(E) -> new_lst(E, user, St);
+              {ok, #{expires_at := E}} when is_integer(E) ->
+                  with_lst(ibkr_oauth_lst:installed(E, sys_now(), St#st.lst), St);
               _ -> St
           end,
     gen_server:reply(From, Reply),
-    {noreply, count_reply(Reply, St1)};
+    {noreply, pump(count_reply(Reply, St1))};
 handle_reply({req, Ref}, Reply, St) ->
-    {noreply, req_reply(Ref, Reply, St)};
-handle_reply(handshake, Reply, St) ->
-    {noreply, handshake_done(Reply, St)};
-handle_reply(ssodh, Reply, St) ->
-    case Reply of
-        {ok, #{status := S}} when S >= 200, S < 300 -> ok;
-        {ok, #{status := S}} ->
-            logger:warning("ibkr_oauth: POST /iserver/auth/ssodh/init answered ~b", [S], ?META);
-        Other ->
-            logger:warning("ibkr_oauth: POST /iserver/auth/ssodh/init failed: ~p",
-                           [scrub_error(Other)], ?META)
-    end,
-    {noreply, release(St)};
-handle_reply(tickle, Reply, St) ->
-    {noreply, tickle_done(Reply, St)};
+    {noreply, pump(req_reply(Ref, Reply, St))};
+handle_reply({own, lst}, Reply, #st{lst = L0} = St) ->
+    St1 = pump(with_lst(ibkr_oauth_lst:lst_done(Reply, sys_now(), L0), St)),
+    %% A new LST replacing one: the stream reconnects with the new session.
+    case ibkr_oauth_lst:expires_at(L0) =/= undefined
+        andalso ibkr_oauth_lst:epoch(St1#st.lst) > ibkr_oauth_lst:epoch(L0) of
+        true -> {noreply, stream_input(lst_renewed, St1)};
+        false -> {noreply, St1}
+    end;
+handle_reply({own, ssodh}, Reply, St) ->
+    {noreply, pump(with_lst(ibkr_oauth_lst:ssodh_done(Reply, St#st.lst), St))};
+handle_reply({own, tickle}, Reply, St0) ->
+    St = stream_input({tickle_result, tickle_result(Reply)}, observe_tickle(Reply, St0)),
+    case ibkr_oauth_keepalive:tickle_done(Reply) of
+        ok -> {noreply, pump(St)};
+        renew ->
+            logger:notice("ibkr_oauth: POST /tickle answered 401, renewing the LST", [], ?META),
+            {noreply, pump(with_lst(ibkr_oauth_lst:start_background(sys_now(), St#st.lst), St))};
+        {warning, Format, Args} ->
+            logger:warning("ibkr_oauth: " ++ Format, Args, ?META),
+            {noreply, pump(St)}
+    end;
 handle_reply({stream, ws_open}, Reply, St) ->
     {noreply, ws_open_reply(Reply, St)};
 handle_reply({stream, _}, _Reply, St) ->
-    {noreply, St};                                % ws_send/ws_close: nothing to do
+    {noreply, St};                                % ws_send/ws_close: the events tell
 handle_reply(reinit, ok, St) ->
     logger:notice("ibkr_oauth: port restarted (os pid ~p)", [St#st.os_pid], ?META),
     {noreply, St};
 handle_reply(reinit, Reply, St) ->
-    logger:error("ibkr_oauth: the restarted port refused the config: ~p",
-                 [scrub_error(Reply)], ?META),
-    {stop, {shutdown, {port_reinit, scrub_error(Reply)}}, St}.
+    Why = ibkr_oauth_redact:scrub_error(Reply),
+    logger:error("ibkr_oauth: the restarted port refused the config: ~p", [Why], ?META),
+    {stop, {shutdown, {port_reinit, Why}}, St}.
+
+%% Sign answers are the hot path: drain only when something waits.
+-spec pump_if_queued(state()) -> state().
+pump_if_queued(#st{pacing = P} = St) ->
+    case ibkr_oauth_pacing:size(P) of
+        0 -> St;
+        _ -> pump(St)
+    end.
 
 -spec count_reply(term(), state()) -> state().
 count_reply({error, _}, St) -> bump(errors, St);
 count_reply(_, St) -> St.
-
--spec port_event(term()) -> ok.
-port_event({log, Level, Msg}) when is_binary(Msg) ->
-    L = case lists:member(Level, [debug, info, notice, warning, error]) of
-            true -> Level;
-            false -> error
-        end,
-    logger:log(L, "ibkr_oauth_port: ~ts", [Msg], ?META);
-port_event({protocol_error, Why}) ->
-    logger:error("ibkr_oauth_port: protocol error ~p", [scrub(Why)], ?META);
-port_event(Other) ->
-    logger:warning("ibkr_oauth_port: unknown event ~p", [scrub(Other)], ?META).
 
 %% Ids of cancelled requests stay in `slots' until the port answers them.
 -spec next_id(state()) -> {id(), state()}.
@@ -680,13 +676,27 @@ next_id(#st{next_id = Id, pending = P, slots = Slots} = St) ->
         false -> {Id, St#st{next_id = Next}}
     end.
 
+%% The port answered `Id' (or never will): its slots count from now.
+-spec complete_slot(id(), state()) -> state().
+complete_slot(Id, #st{slots = Slots, pacing = P} = St) ->
+    case maps:take(Id, Slots) of
+        {Token, Slots1} ->
+            St#st{slots = Slots1, pacing = ibkr_oauth_pacing:complete(Token, now_ms(), P)};
+        error -> St
+    end.
+
+%% A token that was not used after all.
+-spec release_token(token(), state()) -> state().
+release_token(Token, #st{pacing = P} = St) ->
+    St#st{pacing = ibkr_oauth_pacing:release(Token, P)}.
+
 %%====================================================================
 %% request/4
 %%====================================================================
 
 %% Registers a request (its deadline timer runs from now).
--spec new_req(#req{}, timeout() | default, state()) -> {reference(), state()}.
-new_req(#req{url = PathQuery} = R, Timeout0, St) ->
+-spec new_req(from(), tuple(), timeout() | default, state()) -> {reference(), #req{}, state()}.
+new_req(From, Call, Timeout0, St) ->
     Timeout = case Timeout0 of
                   default -> St#st.request_timeout;
                   _ -> Timeout0
@@ -697,148 +707,71 @@ new_req(#req{url = PathQuery} = R, Timeout0, St) ->
             infinity -> {infinity, undefined};
             _ -> {now_ms() + Timeout, erlang:send_after(Timeout, self(), {deadline, Ref})}
         end,
-    [Path | _] = binary:split(PathQuery, <<"?">>),
-    Req = R#req{url = <<(St#st.base_url)/binary, PathQuery/binary>>, path = Path,
-                deadline = Deadline, timer = Timer,
-                started = erlang:monotonic_time(microsecond)},
-    {Ref, bump(requests, St#st{reqs = (St#st.reqs)#{Ref => Req}})}.
+    R = (ibkr_oauth_request:new(From, Call, St#st.base_url, Deadline, now_us()))#req{timer = Timer},
+    {Ref, R, bump(requests, St)}.
 
-%% Sends the request now, or queues it behind a handshake.
+-spec add_req(reference(), #req{}, state()) -> state().
+add_req(Ref, R, St) -> St#st{reqs = (St#st.reqs)#{Ref => R}}.
+
+%% The request wants to go: the LST policy says now (to the rate limit) or
+%% after a handshake.
 -spec dispatch(reference(), state()) -> state().
-dispatch(Ref, #st{handshake = undefined} = St) ->
-    case usable(St) of
-        true -> send_req(Ref, St);
-        false -> start_handshake(demand, enqueue(Ref, St))
-    end;
-dispatch(Ref, St) ->
-    enqueue(Ref, St).
-
--spec enqueue(reference(), state()) -> state().
-enqueue(Ref, #st{reqs = Reqs, queue = Q} = St) ->
+dispatch(Ref, #st{reqs = Reqs} = St) ->
     #{Ref := R} = Reqs,
-    St#st{reqs = Reqs#{Ref := R#req{where = queued}}, queue = [Ref | Q]}.
+    St1 = St#st{reqs = Reqs#{Ref := R#req{where = lst}}},
+    with_lst(ibkr_oauth_lst:request(Ref, remaining(R#req.deadline), sys_now(), St#st.lst), St1).
 
-%% Hands the request to the rate limiter.
--spec send_req(reference(), state()) -> state().
-send_req(Ref, #st{reqs = Reqs} = St) ->
-    #{Ref := R} = Reqs,
-    R1 = R#req{where = rl_queued, rl_since = now_us()},
-    gate({req, Ref}, St#st{reqs = Reqs#{Ref := R1}}).
-
-%% The limiter let the request go: send it, signed with the current LST.
--spec transmit(reference(), ibkr_oauth_ratelimit:token(), state()) -> state().
+%% The rate limit let the request go: send it, signed with the current LST.
+-spec transmit(reference(), token(), state()) -> state().
 transmit(Ref, Token, #st{reqs = Reqs} = St) ->
     #{Ref := R} = Reqs,
     case remaining(R#req.deadline) of
-        Left when Left =< 0 -> finish(Ref, {error, timeout}, release_token(Token, St));
+        Left when is_integer(Left), Left =< 0 -> finish(Ref, {error, timeout}, release_token(Token, St));
         Left ->
-            Http = #{method => method_bin(R#req.method),
-                     url => R#req.url,
-                     headers => R#req.headers,
-                     timeout => port_timeout(Left),
-                     sign => true},
-            Cmd = {http, maps:merge(case R#req.body of
-                                        <<>> -> Http;
-                                        Body -> Http#{body => Body}
-                                    end, R#req.port_opts)},
-            {Id, St1} = next_id(St),
-            case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
-                ok ->
-                    R1 = R#req{where = {port, Id}, epoch = St1#st.epoch,
+            Http = ibkr_oauth_request:command(R, port_timeout(Left)),
+            case port_send({http, Http}, {req, Ref}, Token, St) of
+                {ok, Id, St1} ->
+                    R1 = R#req{where = {port, Id}, epoch = ibkr_oauth_lst:epoch(St1#st.lst),
                                attempt = R#req.attempt + 1},
-                    St1#st{pending = (St1#st.pending)#{Id => {req, Ref}}, managed = true,
-                           slots = (St1#st.slots)#{Id => Token},
-                           reqs = Reqs#{Ref := R1}};
-                {error, _} = E -> finish(Ref, E, release_token(Token, St1))
+                    St1#st{reqs = (St1#st.reqs)#{Ref := R1}, managed = true};
+                {error, E, St1} -> finish(Ref, E, St1)
             end
     end.
 
+%% The port answered an attempt: the retry policy decides.
 -spec req_reply(reference(), term(), state()) -> state().
 req_reply(Ref, Reply, #st{reqs = Reqs} = St) ->
     case Reqs of
         #{Ref := R0} ->
-            R = R0#req{where = none},
-            req_reply(Ref, R, Reply, St#st{reqs = Reqs#{Ref := R}});
+            Left = remaining(R0#req.deadline),
+            {Decision, Retried} = ibkr_oauth_retry:decide(Reply, ibkr_oauth_request:attempt(R0, Left)),
+            R = R0#req{where = new, retried = Retried},
+            St1 = St#st{reqs = Reqs#{Ref := R}},
+            case Decision of
+                {finish, Final} -> finish(Ref, Final, St1);
+                _ ->
+                    log(ibkr_oauth_request:retry_event(R, ibkr_oauth_retry:describe({Decision, Reply}),
+                                                       Reply)),
+                    retry(Decision, Ref, R, Left, St1)
+            end;
         _ -> St
     end.
 
--spec req_reply(reference(), #req{}, term(), state()) -> state().
-req_reply(Ref, #req{retried_401 = false} = R, {ok, #{status := 401}}, St) ->
-    retry_warning(R, "answered 401: new live session token, one retry", #{status => 401}),
-    retry_auth(Ref, R, St);
-req_reply(Ref, #req{retried_401 = false} = R, {error, not_authenticated}, St) ->
-    retry_warning(R, "found no live session token in the port: new one, one retry", #{}),
-    retry_auth(Ref, R, St);
-req_reply(Ref, #req{retried_429 = false} = R, {ok, #{status := 429, headers := H}} = Reply, St) ->
-    Left = remaining(R#req.deadline),
-    case retry_after(H) of
-        {ok, Ms} when Left =:= infinity; Ms < Left ->
-            retry_warning(R, io_lib:format("answered 429: retry in ~b ms", [Ms]), #{status => 429}),
-            TRef = erlang:send_after(Ms, self(), {retry, Ref}),
-            R1 = R#req{where = {retry, TRef}, retried_429 = true},
-            St#st{reqs = (St#st.reqs)#{Ref := R1}};
-        _ -> finish(Ref, Reply, St)
-    end;
-req_reply(Ref, #req{retried_transport = false, method = M} = R,
-          {error, {transport, K, #{sent := Sent}}} = Reply, St) ->
-    %% The port reports facts; resending is safe when nothing can have
-    %% reached the server, and for get/head.
-    case Sent =:= false orelse M =:= get orelse M =:= head of
-        true ->
-            retry_warning(R, io_lib:format("failed (transport ~p): one retry", [K]), #{}),
-            R1 = R#req{retried_transport = true},
-            dispatch(Ref, St#st{reqs = (St#st.reqs)#{Ref := R1}});
-        false -> finish(Ref, caller_transport(Reply), St)
-    end;
-req_reply(Ref, _R, {error, {transport, _, #{}}} = Reply, St) ->
-    finish(Ref, caller_transport(Reply), St);
-req_reply(Ref, _R, {ok, #{status := _, headers := _, body := _}} = Reply, St) ->
-    finish(Ref, Reply, St);
-req_reply(Ref, _R, {error, _} = Reply, St) ->
-    finish(Ref, Reply, St);
-req_reply(Ref, _R, _Other, St) ->
-    finish(Ref, {error, bad_reply}, St).
+-spec retry(ibkr_oauth_retry:decision(), reference(), #req{}, integer() | infinity, state()) ->
+    state().
+retry(retry_auth, Ref, R, Left, #st{reqs = Reqs} = St) ->
+    St1 = St#st{reqs = Reqs#{Ref := R#req{where = lst}}},
+    with_lst(ibkr_oauth_lst:retry_auth(Ref, R#req.epoch, Left, sys_now(), St1#st.lst), St1);
+retry({retry_in, Ms}, Ref, R, _Left, #st{reqs = Reqs} = St) ->
+    TRef = erlang:send_after(Ms, self(), {retry, Ref}),
+    St#st{reqs = Reqs#{Ref := R#req{where = {retry, TRef}}}};
+retry(resend, Ref, _R, _Left, St) ->
+    dispatch(Ref, St).
 
-%% What the caller sees of the port's transport facts: `{transport, K}',
-%% where resolve/connect/tls promise "never sent", so a request that may
-%% have reached the server (libcurl's reconnect after a reused connection
-%% died) reads as `recv'.
--spec caller_transport({error, {transport, atom(), #{sent := boolean()}}}) ->
-    {error, {transport, atom()}}.
-caller_transport({error, {transport, K, #{sent := true}}})
-  when K =:= resolve; K =:= connect; K =:= tls ->
-    {error, {transport, recv}};
-caller_transport({error, {transport, K, _}}) ->
-    {error, {transport, K}}.
-
--spec retry_warning(#req{}, iodata(), map()) -> ok.
-retry_warning(R, What, Meta) ->
-    ?LOG_WARNING("ibkr_oauth: ~s ~ts ~ts", [method_bin(R#req.method), R#req.path, What],
-                 maps:merge(req_meta(R), Meta#{event => retry})).
-
-%% A 401 (or a port without an LST): one fresh LST and one retry. Signed with
-%% the current LST: start a handshake (or join the one in flight); signed
-%% with an older one: a newer LST already exists, just resend.
--spec retry_auth(reference(), #req{}, state()) -> state().
-retry_auth(Ref, R, #st{reqs = Reqs} = St) ->
-    St1 = St#st{reqs = Reqs#{Ref := R#req{retried_401 = true}}},
-    case St1#st.handshake =:= undefined andalso R#req.epoch =:= St1#st.epoch of
-        true -> start_handshake(demand, enqueue(Ref, St1));
-        false -> dispatch(Ref, St1)
-    end.
-
--spec retry_after([{binary(), binary()}]) -> {ok, non_neg_integer()} | error.
-retry_after(Headers) ->
-    case [V || {N, V} <- Headers, is_binary(N), string:lowercase(N) =:= <<"retry-after">>] of
-        [V | _] when is_binary(V) ->
-            try binary_to_integer(string:trim(V)) of
-                S when S >= 0, S =< 3600 -> {ok, S * 1000};
-                _ -> error
-            catch
-                error:badarg -> error
-            end;
-        _ -> error
-    end.
+-spec log(ibkr_oauth_request:event()) -> ok.
+log({Level, Format, Args, Meta}) ->
+    %% The macro, so that a module level set for this module applies.
+    ?LOG(Level, Format, Args, Meta).
 
 %% The request's deadline passed. If it is at the port, the port is told to
 %% cancel; its slot in the limiter is freed when the port answers that id.
@@ -855,461 +788,61 @@ deadline(Ref, #st{reqs = Reqs, pending = P} = St) ->
         _ -> St
     end.
 
-%% Answers a request's caller and forgets the request (a queue entry left
-%% behind is skipped later).
+%% Answers a request's caller and forgets the request, wherever it is.
 -spec finish(reference(), term(), state()) -> state().
 finish(Ref, Reply0, #st{reqs = Reqs} = St0) ->
     case maps:take(Ref, Reqs) of
         {#req{from = From, timer = T, where = Where} = R1, Reqs1} ->
             cancel_timer(T),
-            R = case Where of
-                    {retry, TRef} -> cancel_timer(TRef), R1;
-                    %% It ends while waiting for the limiter.
-                    rl_queued -> R1#req{queued_us = R1#req.queued_us + (now_us() - R1#req.rl_since)};
-                    _ -> R1
-                end,
+            {R, St1} = leave(Where, Ref, R1, St0#st{reqs = Reqs1}),
             St = case R#req.path of
-                     <<"/tickle">> -> keep_tickle(Reply0, St0);
-                     _ -> St0
+                     <<"/tickle">> -> observe_tickle(Reply0, St1);
+                     _ -> St1
                  end,
-            Reply = case {R#req.websocket, Reply0} of
-                        {false, {ok, #{} = Resp}} -> {ok, Resp#{queued_ms => queued_ms(R)}};
-                        {false, _} -> Reply0;
-                        {true, _} -> websocket_reply(Reply0, St)
+            Reply = case R#req.websocket of
+                        false -> ibkr_oauth_request:reply(R, Reply0);
+                        true -> websocket_reply(Reply0, St)
                     end,
-            log_request(R, Reply0),
+            log(ibkr_oauth_request:done_event(R, Reply0, now_us())),
             _ = case From of
                     {stream_http, _} -> self() ! {From, Reply};
                     _ -> gen_server:reply(From, Reply)
                 end,
-            count_reply(Reply, St#st{reqs = Reqs1});
+            count_reply(Reply, St);
         error -> St0
     end.
 
-%% One event per request: debug when answered, info when it failed.
--spec log_request(#req{}, {ok, #{status := integer(), _ => _}} | {error, term()}) -> ok.
-log_request(R, Reply) ->
-    Meta0 = (req_meta(R))#{event => request,
-                           duration_us => erlang:monotonic_time(microsecond) - R#req.started},
-    M = method_bin(R#req.method),
-    case Reply of
-        {ok, #{status := S}} ->
-            ?LOG_DEBUG("ibkr_oauth: ~s ~ts ~b", [M, R#req.path, S], Meta0#{status => S});
-        {error, Why} ->
-            Short = scrub(Why),
-            ?LOG_INFO("ibkr_oauth: ~s ~ts failed: ~0p", [M, R#req.path, Short],
-                      Meta0#{status => undefined, error => Short})
-    end.
-
--spec req_meta(#req{}) -> map().
-req_meta(R) ->
-    ?META#{ibkr_oauth => request, method => R#req.method, path => R#req.path,
-           attempt => R#req.attempt, queued_ms => queued_ms(R)}.
-
--spec queued_ms(#req{}) -> non_neg_integer().
-queued_ms(#req{queued_us = Us}) -> Us div 1000.
+%% Takes a finished request out of where it waits.
+-spec leave(new | lst | rl | {port, id()} | {retry, reference()}, reference(), #req{}, state()) ->
+    {#req{}, state()}.
+leave(rl, Ref, R, #st{pacing = P} = St) ->
+    {ibkr_oauth_request:leave_queue(R, now_us()), St#st{pacing = ibkr_oauth_pacing:remove({req, Ref}, P)}};
+leave(lst, Ref, R, #st{lst = L} = St) ->
+    {R, St#st{lst = ibkr_oauth_lst:forget(Ref, L)}};
+leave({retry, TRef}, _Ref, R, St) ->
+    cancel_timer(TRef),
+    {R, St};
+leave(_, _Ref, R, St) ->
+    {R, St}.
 
 -spec remaining(integer() | infinity) -> integer() | infinity.
 remaining(infinity) -> infinity;
 remaining(Deadline) -> Deadline - now_ms().
 
--spec method_bin(atom()) -> binary().
-method_bin(get) -> <<"GET">>;
-method_bin(post) -> <<"POST">>;
-method_bin(put) -> <<"PUT">>;
-method_bin(delete) -> <<"DELETE">>;
-method_bin(patch) -> <<"PATCH">>;
-method_bin(head) -> <<"HEAD">>.
-
-%%====================================================================
-%% Rate limiting
-%%====================================================================
-
-%% Queues a job for the rate limiter (the session's own jobs in front:
-%% requests wait for a handshake anyway) and sends what may go now.
--spec gate(job(), state()) -> state().
-gate(Job, #st{rl_queue = Q} = St) ->
-    Q1 = case Job of
-             {req, _} -> queue:in(Job, Q);
-             _ -> queue:in_r(Job, Q)
-         end,
-    case St#st.draining of
-        true -> St#st{rl_queue = Q1};           % the walk in progress sees it
-        false ->
-            St1 = drain(St#st{rl_queue = Q1}),
-            case Job of
-                {req, Ref} -> throttled(Ref, St1);
-                _ -> St1
-            end
-    end.
-
-%% Sends every queued job the limiter admits, in queue order, and arms a
-%% timer for the moment the first blocked key frees up.
--spec drain(state()) -> state().
-drain(St0) ->
-    cancel_timer(St0#st.rl_timer),
-    {Wait, St} = drain_pass(St0#st{rl_timer = undefined, draining = true}),
-    Timer = case queue:is_empty(St#st.rl_queue) orelse Wait =:= infinity of
-                true -> undefined;               % an answer will call drain/1
-                false -> erlang:send_after(Wait, self(), rl_tick)
-            end,
-    St#st{draining = false, rl_timer = Timer}.
-
-%% Jobs that run may queue new ones (a request that finds no LST queues a
-%% handshake): those are merged in and the walk repeats.
--spec drain_pass(state()) -> {non_neg_integer() | infinity, state()}.
-drain_pass(#st{rl_queue = Q} = St) ->
-    {Kept, Wait, St1} = walk(queue:to_list(Q), [], #{}, infinity, now_ms(),
-                             St#st{rl_queue = queue:new()}),
-    case queue:to_list(St1#st.rl_queue) of
-        [] -> {Wait, St1#st{rl_queue = queue:from_list(Kept)}};
-        New ->
-            {Reqs, Own} = lists:partition(fun({req, _}) -> true; (_) -> false end, New),
-            drain_pass(St1#st{rl_queue = queue:from_list(Own ++ Kept ++ Reqs)})
-    end.
-
-%% `Blocked' maps each full key to the least wait before it has room
-%% (ibkr_oauth_ratelimit:min_wait/2): a request whose deadline comes sooner
-%% cannot be sent in time and is answered `{error, rate_limited}' at once
-%% rather than `{error, timeout}' when its deadline is up.
--spec walk([job()], [job()], #{ibkr_oauth_ratelimit:key() => non_neg_integer()},
-           non_neg_integer() | infinity, integer(), state()) ->
-    {[job()], non_neg_integer() | infinity, state()}.
-walk([], Kept, _Blocked, Wait, _Now, St) ->
-    {lists:reverse(Kept), Wait, St};
-walk([Job | Rest], Kept, Blocked, Wait, Now, St) ->
-    case job_path(Job, St) of
-        gone -> walk(Rest, Kept, Blocked, Wait, Now, St);
-        Path ->
-            Keys = ibkr_oauth_ratelimit:keys(Path, St#st.limiter),
-            case [W || K <- Keys, #{K := W} <- [Blocked]] of
-                [_ | _] = Ws ->
-                    Least = lists:max(Ws),
-                    walk(Rest, keep(Job, Least, Now, Kept, St), Blocked, Wait, Now,
-                         give_up(Job, Least, Now, St));
-                [] ->
-                    case ibkr_oauth_ratelimit:acquire(Keys, Now, St#st.limiter) of
-                        {ok, Token, L} ->
-                            St1 = run_job(Job, Token, St#st{limiter = L}),
-                            walk(Rest, Kept, Blocked, Wait, Now, St1);
-                        {wait, Full} ->
-                            Least = ibkr_oauth_ratelimit:min_wait(Full, St#st.limiter),
-                            Blocked1 = maps:merge(Blocked, maps:from_list(
-                                         [{K, ibkr_oauth_ratelimit:min_wait([KW], St#st.limiter)}
-                                          || {K, _} = KW <- Full])),
-                            Wait1 = lists:min([Wait | [W || {_, W} <- Full]]),
-                            Kept1 = keep(Job, Least, Now, Kept, St),
-                            St1 = give_up(Job, Least, Now, St),
-                            case is_map_key(global, Blocked1) of
-                                %% Every job needs the global key: stop here.
-                                true -> {lists:reverse(Kept1, Rest), Wait1, St1};
-                                false -> walk(Rest, Kept1, Blocked1, Wait1, Now, St1)
-                            end
-                    end
-            end
-    end.
-
-%% A request that cannot leave before its deadline (the least wait for its
-%% keys reaches it): never sent, answered now.
--spec hopeless(job(), non_neg_integer(), integer(), state()) -> boolean().
-hopeless({req, Ref}, Least, Now, #st{reqs = Reqs}) ->
-    case Reqs of
-        #{Ref := #req{deadline = D}} when is_integer(D) -> Now + Least >= D;
-        _ -> false
-    end;
-hopeless(_, _, _, _) -> false.
-
--spec keep(job(), non_neg_integer(), integer(), [job()], state()) -> [job()].
-keep(Job, Least, Now, Kept, St) ->
-    case hopeless(Job, Least, Now, St) of
-        true -> Kept;
-        false -> [Job | Kept]
-    end.
-
--spec give_up(job(), non_neg_integer(), integer(), state()) -> state().
-give_up({req, Ref} = Job, Least, Now, St) ->
-    case hopeless(Job, Least, Now, St) of
-        true -> finish(Ref, {error, rate_limited}, throttled(Ref, St));
-        false -> St
-    end;
-give_up(_, _, _, St) -> St.
-
-%% The path a queued job counts against, or `gone' when it no longer waits
-%% (a request that timed out, a handshake that was reset).
--spec job_path(job(), state()) -> binary() | gone.
-job_path({req, Ref}, #st{reqs = Reqs}) ->
-    case Reqs of
-        #{Ref := #req{where = rl_queued, path = P}} -> P;
-        _ -> gone
-    end;
-job_path(handshake, #st{handshake = {lst, queued, _}}) -> ?LST_PATH;
-job_path(ssodh, #st{handshake = {ssodh, queued, _}}) -> ?SSODH_PATH;
-job_path(tickle, _) -> <<"/tickle">>;
-job_path(_, _) -> gone.
-
-%% A request the limiter did not let go at once is counted in
-%% `rate_limited' (once, retries included).
--spec throttled(reference(), state()) -> state().
-throttled(Ref, #st{reqs = Reqs} = St) ->
-    case Reqs of
-        #{Ref := #req{where = rl_queued, throttled = false} = R} ->
-            bump(rate_limited, St#st{reqs = Reqs#{Ref := R#req{throttled = true}}});
-        _ -> St
-    end.
-
--spec run_job(job(), ibkr_oauth_ratelimit:token(), state()) -> state().
-run_job({req, Ref}, Token, #st{reqs = Reqs} = St) ->
-    #{Ref := R} = Reqs,
-    Waited = max(0, now_us() - R#req.rl_since),
-    St1 = St#st{reqs = Reqs#{Ref := R#req{where = none,
-                                         queued_us = R#req.queued_us + Waited}}},
-    case St1#st.handshake =:= undefined andalso usable(St1) of
-        true -> transmit(Ref, Token, St1);
-        %% The LST went stale while it waited: behind a handshake it goes.
-        false -> dispatch(Ref, release_token(Token, St1))
-    end;
-run_job(handshake, Token, St) -> send_handshake(Token, St);
-run_job(ssodh, Token, St) -> send_ssodh(Token, St);
-run_job(tickle, Token, St) -> send_tickle(Token, St).
-
-%% A token that was not used after all.
--spec release_token(ibkr_oauth_ratelimit:token(), state()) -> state().
-release_token(Token, #st{limiter = L} = St) ->
-    St#st{limiter = ibkr_oauth_ratelimit:release(Token, L)}.
-
-%% The port answered `Id' (or never will): its slots count from now.
--spec complete_slot(id(), state()) -> state().
-complete_slot(Id, #st{slots = Slots, limiter = L} = St) ->
-    case maps:take(Id, Slots) of
-        {Token, Slots1} ->
-            St#st{slots = Slots1, limiter = ibkr_oauth_ratelimit:complete(Token, now_ms(), L)};
-        error -> St
-    end.
-
-%%====================================================================
-%% Websocket
-%%====================================================================
-
-%% The `session' of a recent /tickle answer obtained with the current LST.
--spec websocket_session(state()) -> {ok, binary()} | stale.
-websocket_session(#st{tickle = #{at := At, epoch := Ep} = T, epoch = Ep} = St) ->
-    Fresh = erlang:system_time(millisecond) - At < ?WS_FRESH_MS andalso has_live_lst(St),
-    case {Fresh, T} of
-        {true, #{session := S}} -> {ok, S};
-        {true, #{cookie := C}} -> {ok, C};
-        _ -> stale
-    end;
-websocket_session(_) -> stale.
-
-%% What IBKR's websocket needs with OAuth: the access token in the URL and
-%% the /tickle session as the `api' cookie.
--spec websocket_info(binary(), state()) -> map().
-websocket_info(Session, #st{base_url = Base, secrets = Secrets}) ->
-    WsBase = case Base of
-                 <<"https://", Rest/binary>> -> <<"wss://", Rest/binary>>;
-                 <<"http://", Rest/binary>> -> <<"ws://", Rest/binary>>
-             end,
-    Query = uri_string:compose_query([{<<"oauth_token">>, maps:get(access_token, Secrets())}]),
-    Cookie = <<"api=", Session/binary>>,
-    #{url => iolist_to_binary([WsBase, <<"/ws?">>, Query]),
-      session => Session,
-      cookie => Cookie,
-      headers => [{<<"cookie">>, Cookie}, {<<"user-agent">>, <<"ibkr_oauth">>}]}.
-
-%% The answer to websocket_info/1 once its /tickle is back.
--spec websocket_reply(term(), state()) -> {ok, map()} | {error, term()}.
-websocket_reply({ok, #{status := 200}}, St) ->
-    case websocket_session(St) of
-        {ok, Session} -> {ok, websocket_info(Session, St)};
-        stale -> {error, {bad_response, missing_field}}
-    end;
-websocket_reply({ok, #{status := S, body := B}}, _St) -> {error, {http, S, B}};
-websocket_reply({error, _} = E, _St) -> E;
-websocket_reply(_, _St) -> {error, bad_reply}.
-
-%%====================================================================
-%% Handshakes (single flight)
-%%====================================================================
-
--spec start_handshake(origin(), state()) -> state().
-start_handshake(_Origin, #st{handshake = {_, _, _}} = St) ->
-    St;
-start_handshake(Origin, St) ->
-    gate(handshake, St#st{handshake = {lst, queued, Origin}, hs_epoch = St#st.epoch}).
-
-%% The limiter let the LST request go.
--spec send_handshake(ibkr_oauth_ratelimit:token(), state()) -> state().
-send_handshake(Token, #st{handshake = {lst, queued, Origin}} = St) ->
-    {Id, St1} = next_id(St),
-    Cmd = {authenticate, #{timeout => handshake_timeout(St)}},
-    case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
-        ok ->
-            watchdog(Id, St1),
-            St1#st{handshake = {lst, Id, Origin}, managed = true,
-                   pending = (St1#st.pending)#{Id => handshake},
-                   slots = (St1#st.slots)#{Id => Token}};
-        {error, _} = E ->
-            %% The port is gone; its exit message fails everybody shortly.
-            release_error(E, Origin, release_token(Token, St1))
-    end;
-send_handshake(Token, St) ->
-    release_token(Token, St).
-
-%% A handshake step the port has not answered this long after its own
-%% timeout is ended by the session ({hs_watchdog, Id}).
--spec watchdog(id(), state()) -> ok.
-watchdog(Id, St) ->
-    _ = erlang:send_after(handshake_timeout(St) + ?WATCHDOG_MARGIN, self(), {hs_watchdog, Id}),
-    ok.
-
 -spec handshake_timeout(state()) -> pos_integer().
 handshake_timeout(#st{request_timeout = infinity}) -> 60000;
 handshake_timeout(#st{request_timeout = T}) -> min(T, ?PORT_MAX_TIMEOUT).
 
-%% The port takes timeouts up to 2^31-1 ms, or `infinity' (0 there means a
-%% deadline already passed). Longer ones (the API allows 2^32-1) are the
-%% session's own deadline timer's business.
--spec port_timeout(integer() | infinity) -> integer() | infinity.
+%% The port's own limit for one attempt: the time left before the caller's
+%% deadline, or `infinity' (no limit) when that is more than the port takes
+%% (2^31-1 ms): the session's own deadline timer ends it then. Never 0, which
+%% at the port means "already expired".
+-spec port_timeout(pos_integer() | infinity) -> pos_integer() | infinity.
 port_timeout(Ms) when is_integer(Ms), Ms =< ?PORT_MAX_TIMEOUT -> Ms;
 port_timeout(_) -> infinity.
 
--spec handshake_done(term(), state()) -> state().
-handshake_done({ok, #{expires_at := E}}, #st{handshake = {lst, _, Origin}} = St)
-  when is_integer(E) ->
-    ?LOG_INFO("ibkr_oauth: new live session token (~p), expires at ~b", [Origin, E],
-              ?META#{event => handshake, origin => Origin, expires_at => E}),
-    Renewal = St#st.auth =/= none,
-    St1 = new_lst(E, port, St#st{backoff = 0}),
-    St2 = case St1#st.brokerage_session of
-              true -> open_brokerage(Origin, St1);
-              false -> release(St1)
-          end,
-    case Renewal of
-        true -> stream_input(lst_renewed, St2);
-        false -> St2
-    end;
-handshake_done(_Reply, #st{handshake = {lst, _, _}, epoch = Ep, hs_epoch = HsEp} = St)
-  when Ep > HsEp ->
-    %% lst_complete/2 installed an LST meanwhile (taking the DH exponent of
-    %% this handshake, which then failed): waiters and queue get that one.
-    case usable(St) of
-        true -> release(St);
-        false -> release_error({error, not_authenticated}, demand, St)
-    end;
-handshake_done(Reply, #st{handshake = {lst, _, Origin}} = St) ->
-    Error = case Reply of
-                {error, _} -> Reply;
-                _ -> {error, bad_reply}
-            end,
-    %% IBKR's error text (the start of it) says why, e.g. a clock skew.
-    ?LOG_WARNING("ibkr_oauth: live session token handshake failed: ~0p",
-                 [scrub_error(Error)], ?META#{event => handshake_failed, origin => Origin}),
-    release_error(Error, Origin, St);
-handshake_done(_Reply, St) ->
-    St.
-
--spec open_brokerage(origin(), state()) -> state().
-open_brokerage(Origin, St) ->
-    gate(ssodh, St#st{handshake = {ssodh, queued, Origin}}).
-
--spec send_ssodh(ibkr_oauth_ratelimit:token(), state()) -> state().
-send_ssodh(Token, #st{handshake = {ssodh, queued, Origin}} = St) ->
-    {Id, St1} = next_id(St),
-    Cmd = {http, #{method => <<"POST">>,
-                   url => <<(St#st.base_url)/binary, ?SSODH_PATH/binary>>,
-                   headers => [{<<"content-type">>, <<"application/json">>}],
-                   body => <<"{\"publish\":true,\"compete\":true}">>,
-                   timeout => handshake_timeout(St),
-                   sign => true}},
-    case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
-        ok ->
-            watchdog(Id, St1),
-            St1#st{handshake = {ssodh, Id, Origin},
-                   pending = (St1#st.pending)#{Id => ssodh},
-                   slots = (St1#st.slots)#{Id => Token}};
-        {error, _} -> release(release_token(Token, St1))
-    end;
-send_ssodh(Token, St) ->
-    release_token(Token, St).
-
-%% The handshake succeeded: answer authenticate/1 callers, send the queue.
--spec release(state()) -> state().
-release(#st{auth = {lst, E, _, _}, auth_waiters = W, queue = Q} = St) ->
-    [gen_server:reply(From, {ok, #{expires_at => E}}) || From <- lists:reverse(W)],
-    St1 = St#st{handshake = undefined, auth_waiters = [], queue = []},
-    lists:foldl(fun(Ref, Acc) ->
-                        case Acc#st.reqs of
-                            #{Ref := #req{where = queued}} -> send_req(Ref, Acc);
-                            _ -> Acc
-                        end
-                end, St1, lists:reverse(Q));
-release(St) ->
-    release_error({error, not_authenticated}, demand, St).
-
-%% The handshake failed: every waiter gets its error; a background one is
-%% retried with backoff. A failed renewal leaves the current LST in use
-%% until it expires (see usable/1): requests that waited for the renewal go
-%% out with it, except those whose 401 started it.
--spec release_error({error, term()}, origin(), state()) -> state().
-release_error(Error, Origin, #st{auth_waiters = W, queue = Q} = St) ->
-    [gen_server:reply(From, Error) || From <- lists:reverse(W)],
-    St1 = St#st{handshake = undefined, auth_waiters = [], queue = [],
-                counters = maps:update_with(errors, fun(N) -> N + length(W) end,
-                                            St#st.counters)},
-    St2 = case Origin of
-              renew ->
-                  Backoff = min(?BACKOFF_MAX, max(1000, 2 * St1#st.backoff)),
-                  cancel_timer(St1#st.renew_timer),
-                  St1#st{backoff = Backoff,
-                         renew_timer = erlang:send_after(Backoff, self(), renew)};
-              demand -> St1
-          end,
-    lists:foldl(fun(Ref, Acc) ->
-                        case Acc#st.reqs of
-                            #{Ref := #req{where = queued, retried_401 = false}} when Origin =:= renew ->
-                                case usable(Acc) of
-                                    true -> send_req(Ref, Acc);
-                                    false -> finish(Ref, Error, Acc)
-                                end;
-                            #{Ref := #req{where = queued}} -> finish(Ref, Error, Acc);
-                            _ -> Acc
-                        end
-                end, St2, lists:reverse(Q)).
-
--spec new_lst(integer(), port | user, state()) -> state().
-new_lst(ExpiresAt, Source, #st{epoch = Ep} = St) ->
-    Now = erlang:system_time(millisecond),
-    cancel_timer(St#st.renew_timer),
-    St1 = bump(handshakes, St#st{auth = {lst, ExpiresAt, Now, Source}, epoch = Ep + 1,
-                                 renew_timer = undefined, backoff = 0}),
-    case Source of
-        port ->
-            Delay = max(1000, ExpiresAt - margin(St1) - Now),
-            St1#st{renew_timer = erlang:send_after(min(Delay, 16#7FFFFFFF), self(), renew)};
-        user -> St1
-    end.
-
-%% refresh_margin, at most half of the token's lifetime.
--spec margin(state()) -> non_neg_integer().
-margin(#st{auth = {lst, E, Obtained, _}, refresh_margin = M}) ->
-    min(M, max(0, E - Obtained) div 2);
-margin(#st{refresh_margin = M}) -> M.
-
-%% Within the margin the LST is renewed; while a background renewal fails
-%% (backoff > 0, retried by the renew timer) it is still used until it
-%% expires rather than failing requests it can sign.
--spec usable(state()) -> boolean().
-usable(#st{auth = {lst, E, _, _}, backoff = Backoff} = St) ->
-    Now = erlang:system_time(millisecond),
-    Now + margin(St) < E orelse (Backoff > 0 andalso Now < E);
-usable(_) -> false.
-
--spec has_live_lst(state()) -> boolean().
-has_live_lst(#st{auth = {lst, E, _, _}}) -> erlang:system_time(millisecond) < E;
-has_live_lst(_) -> false.
-
 %%====================================================================
-%% Tickle, logout
+%% Keep-alive, websocket, logout
 %%====================================================================
 
 -spec arm_tickle(state()) -> state().
@@ -1317,179 +850,109 @@ arm_tickle(#st{tickle_interval = infinity} = St) -> St;
 arm_tickle(#st{tickle_interval = I} = St) ->
     St#st{tickle_timer = erlang:send_after(I, self(), tickle)}.
 
-%% The timer's tickle waits for the rate limiter like everything else (one
-%% at a time).
--spec tickle(state()) -> state().
-tickle(#st{handshake = undefined} = St) ->
-    case tickle_wanted(St) andalso not queue:member(tickle, St#st.rl_queue) of
-        true -> gate(tickle, St);
-        false -> St
-    end;
-tickle(St) -> St.
+-spec observe_tickle(term(), state()) -> state().
+observe_tickle(Reply, #st{keepalive = KA, lst = L} = St) ->
+    St#st{keepalive = ibkr_oauth_keepalive:observe(Reply, sys_now(), ibkr_oauth_lst:epoch(L), KA)}.
 
--spec tickle_wanted(state()) -> boolean().
-tickle_wanted(St) ->
-    St#st.handshake =:= undefined andalso St#st.managed andalso usable(St).
+-spec websocket_info(binary(), state()) -> map().
+websocket_info(Session, #st{base_url = Base, secrets = Secrets}) ->
+    ibkr_oauth_keepalive:websocket_info(Session, Base, maps:get(access_token, Secrets())).
 
--spec send_tickle(ibkr_oauth_ratelimit:token(), state()) -> state().
-send_tickle(Token, St) ->
-    case tickle_wanted(St) of
-        true ->
-            {Id, St1} = next_id(St),
-            Timeout = case St#st.tickle_interval of
-                          infinity -> handshake_timeout(St);
-                          I -> min(I, handshake_timeout(St))
-                      end,
-            Cmd = {http, #{method => <<"POST">>,
-                           url => <<(St#st.base_url)/binary, "/tickle">>,
-                           headers => [], body => <<>>, timeout => Timeout,
-                           sign => true}},
-            case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
-                ok -> St1#st{pending = (St1#st.pending)#{Id => tickle},
-                             slots = (St1#st.slots)#{Id => Token}};
-                {error, _} -> release_token(Token, St1)
-            end;
-        false -> release_token(Token, St)
+%% The answer to websocket_info/1 once its /tickle is back.
+-spec websocket_reply(term(), state()) -> {ok, map()} | {error, term()}.
+websocket_reply(Reply, #st{lst = L} = St) ->
+    Now = sys_now(),
+    Session = ibkr_oauth_keepalive:session(Now, ibkr_oauth_lst:epoch(L), ibkr_oauth_lst:live(Now, L),
+                                           St#st.keepalive),
+    case ibkr_oauth_keepalive:websocket_reply(Reply, Session) of
+        {ok, S} -> {ok, websocket_info(S, St)};
+        {error, _} = E -> E
     end.
-
-%% Keeps what the websocket needs from a /tickle answer (the session's own or
-%% a caller's): the JSON `session' and the `api' cookie, with the epoch of
-%% the LST it was obtained with.
--spec keep_tickle(term(), state()) -> state().
-keep_tickle({ok, #{status := 200, headers := H, body := Body}}, St) ->
-    Cookies = [C || {N, V} <- H, N =:= <<"set-cookie">>,
-                    {match, [C]} <- [re:run(V, <<"^\\s*api=([^;]*)">>,
-                                            [{capture, all_but_first, binary}])]],
-    Session = case re:run(Body, <<"\"session\"\\s*:\\s*\"([^\"]*)\"">>,
-                          [{capture, all_but_first, binary}]) of
-                  {match, [S]} -> #{session => S};
-                  _ -> #{}
-              end,
-    Cookie = case Cookies of
-                 [C | _] -> #{cookie => C};
-                 [] -> #{}
-             end,
-    St#st{tickle = maps:merge(Cookie, Session#{at => erlang:system_time(millisecond),
-                                               epoch => St#st.epoch})};
-keep_tickle(_, St) -> St.
-
--spec tickle_done(term(), state()) -> state().
-tickle_done({ok, #{status := 200}} = Reply, St) ->
-    stream_input({tickle_result, tickle_result(Reply)}, keep_tickle(Reply, St));
-tickle_done({ok, #{status := 401}}, St) ->
-    logger:notice("ibkr_oauth: POST /tickle answered 401, renewing the LST", [], ?META),
-    start_handshake(renew, St);
-tickle_done({ok, #{status := S}}, St) ->
-    logger:warning("ibkr_oauth: POST /tickle answered ~b", [S], ?META),
-    St;
-tickle_done(Other, St) ->
-    logger:warning("ibkr_oauth: POST /tickle failed: ~p", [scrub_error(Other)], ?META),
-    St.
 
 %% Synchronous, bounded: only from terminate/2 (after fail_all/2, so nothing
 %% is in flight). The rate limit holds here too: a short wait for a slot, or
 %% no logout when the wait would be longer than the logout itself may take.
 -spec logout(state()) -> ok.
-logout(#st{port = Port, limiter = L} = St) ->
-    Keys = ibkr_oauth_ratelimit:keys(<<"/logout">>, L),
-    Wait = case ibkr_oauth_ratelimit:acquire(Keys, now_ms(), L) of
+logout(#st{port = Port, pacing = P} = St) ->
+    Wait = case ibkr_oauth_pacing:try_acquire(<<"/logout">>, now_ms(), P) of
                {ok, _, _} -> 0;
-               {wait, Full} -> lists:max([W || {_, W} <- Full])
+               {wait, W} -> W
            end,
     case Wait =< ?LOGOUT_TIMEOUT of
         true ->
             timer:sleep(Wait),
             {Id, _} = next_id(St),
-            Cmd = {http, #{method => <<"POST">>,
-                           url => <<(St#st.base_url)/binary, "/logout">>,
-                           headers => [], body => <<>>, timeout => ?LOGOUT_TIMEOUT,
-                           sign => true}},
-            case ibkr_oauth_port:send(Port, Id, Cmd) of
-                ok -> await_logout(Port, Id, now_ms() + ?LOGOUT_TIMEOUT + 500);
-                {error, _} -> ok
-            end;
+            ibkr_oauth_port_io:logout(Port, Id, St#st.base_url, ?LOGOUT_TIMEOUT);
         false ->
             logger:notice("ibkr_oauth: no POST /logout: the rate limit allows none for ~p ms",
                           [Wait], ?META)
-    end.
-
--spec await_logout(port(), id(), integer()) -> ok.
-await_logout(Port, Id, Deadline) ->
-    receive
-        {Port, {data, Bin}} ->
-            case ibkr_oauth_port:decode(Bin) of
-                {ok, Id, {ok, #{status := S}}} when S >= 200, S < 300 -> ok;
-                {ok, Id, Reply} ->
-                    logger:notice("ibkr_oauth: POST /logout: ~p", [scrub_error(Reply)], ?META);
-                _ -> await_logout(Port, Id, Deadline)
-            end;
-        {Port, {exit_status, _}} -> ok
-    after max(0, Deadline - now_ms()) ->
-        logger:notice("ibkr_oauth: POST /logout did not answer in time", [], ?META)
     end.
 
 %%====================================================================
 %% Port exits
 %%====================================================================
 
+%% What the dead port held is lost (pass-through calls fail; requests go to
+%% the retry policy); what the BEAM held waits for the new port.
 -spec port_exited(term(), state()) -> {noreply, state()} | {stop, term(), state()}.
-port_exited(Why, #st{port = OldPort} = St0) ->
-    logger:warning("ibkr_oauth: the port program exited (~p); failing ~b waiting caller(s)",
-                   [Why, waiting(St0)], ?META#{event => port_exit}),
+port_exited(Why, #st{port = OldPort, pending = P} = St0) ->
+    logger:warning("ibkr_oauth: the port program exited (~p); ~b call(s) at the port lost",
+                   [Why, map_size(P)], ?META#{event => port_exit}),
     ibkr_oauth_port:close(OldPort),
-    St = fail_all(port_down, St0#st{port = undefined, ws_open_id = undefined}),
-    Now = now_ms(),
-    Exits = [Now | [T || T <- St#st.port_exits, Now - T < ?RESTART_WINDOW]],
-    St1 = bump(port_restarts, St#st{port_exits = Exits}),
-    case length(Exits) > ?RESTART_MAX of
-        true ->
+    St1 = lost_at_port(St0#st{port = undefined}),
+    {Decision, Exits} = ibkr_oauth_restart:exited(now_ms(), St1#st.port_exits),
+    St2 = bump(port_restarts, St1#st{port_exits = Exits}),
+    case Decision of
+        give_up ->
             logger:error("ibkr_oauth: more than ~b port exits in ~b s, stopping the session",
-                         [?RESTART_MAX, ?RESTART_WINDOW div 1000], ?META),
-            {stop, {shutdown, port_restart_limit}, St1};
-        false ->
+                         [ibkr_oauth_restart:max(), ibkr_oauth_restart:window() div 1000], ?META),
+            {stop, {shutdown, port_restart_limit}, St2};
+        restart ->
             case ibkr_oauth_port:open() of
                 {ok, Port, OsPid} ->
-                    {Id, St2} = next_id(St1#st{port = Port, os_pid = OsPid}),
                     Secrets = St2#st.secrets,
-                    case ibkr_oauth_port:send(Port, Id, {init, Secrets()}) of
-                        ok ->
-                            %% the stream reconnects through the new port
-                            St3 = St2#st{pending = (St2#st.pending)#{Id => reinit}},
-                            {noreply, stream_input(port_down, St3)};
-                        {error, _} -> {noreply, St2}   % its exit message follows
-                    end;
+                    %% If the init cannot be sent, the port's exit message follows.
+                    {_, _, St3} = port_send({init, Secrets()}, reinit, none,
+                                            St2#st{port = Port, os_pid = OsPid,
+                                                   ws_open_id = undefined}),
+                    %% the stream reconnects through the new port
+                    {noreply, pump(stream_input(port_down, St3))};
                 {error, Reason} ->
                     logger:error("ibkr_oauth: cannot restart the port: ~p", [Reason], ?META),
-                    {stop, {shutdown, {port_open, Reason}}, St1}
+                    {stop, {shutdown, {port_open, Reason}}, St2}
             end
     end.
 
-%% Every caller still waiting gets {error, Reason}; all state tied to the
-%% port is reset (the session is unauthenticated afterwards).
--spec fail_all(term(), state()) -> state().
-fail_all(Reason, #st{pending = P, reqs = Reqs, auth_waiters = W} = St) ->
-    Error = {error, Reason},
-    [gen_server:reply(From, Error) || {call, From} <- maps:values(P)],
-    [gen_server:reply(From, Error) || {lst_complete, From} <- maps:values(P)],
-    [gen_server:reply(From, Error) || From <- lists:reverse(W)],
-    NCalls = length([x || {C, _} <- maps:values(P), C =:= call orelse C =:= lst_complete]),
-    %% The port is gone or going: its requests can no longer reach the server.
-    Limiter = lists:foldl(fun(Token, L) -> ibkr_oauth_ratelimit:complete(Token, now_ms(), L) end,
-                          St#st.limiter, maps:values(St#st.slots)),
-    St1 = St#st{pending = #{}, auth_waiters = [], queue = [], handshake = undefined,
-                outbox = [], outbox_bytes = 0,
-                auth = none, backoff = 0, slots = #{}, limiter = Limiter,
-                rl_queue = queue:new(), rl_timer = undefined,
-                counters = maps:update_with(errors, fun(N) -> N + NCalls + length(W) end,
-                                            St#st.counters)},
-    cancel_timer(St#st.renew_timer),
-    cancel_timer(St#st.rl_timer),
-    lists:foldl(fun(Ref, Acc) -> finish(Ref, Error, Acc) end,
-                St1#st{renew_timer = undefined}, maps:keys(Reqs)).
+-spec lost_at_port(state()) -> state().
+lost_at_port(#st{pending = P, slots = Slots, pacing = Pacing0} = St0) ->
+    Now = now_ms(),
+    %% Its requests can no longer reach the server: their slots count from now.
+    Pacing = lists:foldl(fun(Token, Acc) -> ibkr_oauth_pacing:complete(Token, Now, Acc) end,
+                         Pacing0, maps:values(Slots)),
+    St1 = St0#st{pending = #{}, slots = #{}, outbox = [], outbox_bytes = 0,
+                 keepalive = ibkr_oauth_keepalive:new(),
+                 pacing = ibkr_oauth_pacing:remove(tickle, ibkr_oauth_pacing:remove(ssodh, Pacing))},
+    St2 = with_lst(ibkr_oauth_lst:port_down(sys_now(), St1#st.lst), St1),
+    maps:fold(fun(_Id, {req, Ref}, Acc) -> req_reply(Ref, {error, port_down}, Acc);
+                 (_Id, {C, From}, Acc) when C =:= call; C =:= lst_complete ->
+                      gen_server:reply(From, {error, port_down}),
+                      bump(errors, Acc);
+                 (_Id, _, Acc) -> Acc
+              end, St2, P).
 
--spec waiting(state()) -> non_neg_integer().
-waiting(#st{pending = P, reqs = Reqs, auth_waiters = W}) ->
-    length([x || {C, _} <- maps:values(P), C =/= req]) + map_size(Reqs) + length(W).
+%% The session stops: every caller still waiting gets {error, Reason}.
+-spec fail_all(term(), state()) -> state().
+fail_all(Reason, #st{pending = P, reqs = Reqs} = St0) ->
+    Error = {error, Reason},
+    St1 = with_lst(ibkr_oauth_lst:abandon(Error, St0#st.lst), St0#st{pending = #{}}),
+    [gen_server:reply(From, Error) || {C, From} <- maps:values(P), C =:= call orelse C =:= lst_complete],
+    NCalls = length([x || {C, _} <- maps:values(P), C =:= call orelse C =:= lst_complete]),
+    cancel_timer(St1#st.renew_timer),
+    cancel_timer(St1#st.rl_timer),
+    lists:foldl(fun(Ref, Acc) -> finish(Ref, Error, Acc) end,
+                (bump_n(errors, NCalls, St1))#st{renew_timer = undefined, rl_timer = undefined,
+                                                 outbox = [], outbox_bytes = 0},
+                maps:keys(Reqs)).
 
 %%====================================================================
 %% Streaming
@@ -1522,10 +985,9 @@ stream_action({ws_send, Conn, Frame}, St) ->
 stream_action({ws_open, #{cookie := Cookie}}, St) ->
     Opts = #{cookie => Cookie, user_agent => <<"ibkr_oauth">>,
              timeout => handshake_timeout(St)},
-    {Id, St1} = next_id(St),
-    case ibkr_oauth_port:send(St1#st.port, Id, {ws_open, Opts}) of
-        ok -> St1#st{ws_open_id = Id, pending = (St1#st.pending)#{Id => {stream, ws_open}}};
-        {error, _} = E -> ws_open_reply(E, St1#st{ws_open_id = Id})
+    case port_send({ws_open, Opts}, {stream, ws_open}, none, St) of
+        {ok, Id, St1} -> St1#st{ws_open_id = Id};
+        {error, E, St1} -> ws_open_reply(E, St1#st{ws_open_id = undefined})
     end;
 stream_action({ws_close, Conn}, St) ->
     stream_port({ws_close, Conn}, ws_close, St);
@@ -1541,7 +1003,7 @@ stream_action({demonitor, Pid}, #st{stream_mons = Mons} = St) ->
         error -> St
     end;
 stream_action({log, Level, Event, Meta}, St) ->
-    logger:log(Level, "ibkr_oauth: stream ~s ~0p", [Event, scrub(Meta)],
+    logger:log(Level, "ibkr_oauth: stream ~s ~0p", [Event, ibkr_oauth_redact:scrub(Meta)],
                ?META#{event => Event}),
     St;
 %% Most inputs (every message) move the next deadline a little later: a
@@ -1569,11 +1031,8 @@ arm_stream_timer(Ms, Due, St) ->
 %% A websocket command whose reply does not matter (the events tell).
 -spec stream_port(term(), ws_send | ws_close, state()) -> state().
 stream_port(Cmd, What, St) ->
-    {Id, St1} = next_id(St),
-    case ibkr_oauth_port:send(St1#st.port, Id, Cmd) of
-        ok -> St1#st{pending = (St1#st.pending)#{Id => {stream, What}}};
-        {error, _} -> St1                        % the port is gone: port_down follows
-    end.
+    %% if the port is gone, port_down follows
+    element(3, port_send(Cmd, {stream, What}, none, St)).
 
 %% On stop: every subscriber that is up hears that its stream is down.
 -spec stream_stopped(state()) -> ok.
@@ -1589,11 +1048,11 @@ ws_open_reply({ok, Conn}, St) when is_integer(Conn) ->
 ws_open_reply({error, Reason}, St) ->
     stream_input({ws_open_failed, scrub_error_reason(Reason)}, St#st{ws_open_id = undefined});
 ws_open_reply(Other, St) ->
-    stream_input({ws_open_failed, {bad_reply, scrub(Other)}}, St#st{ws_open_id = undefined}).
+    stream_input({ws_open_failed, {bad_reply, ibkr_oauth_redact:scrub(Other)}}, St#st{ws_open_id = undefined}).
 
 -spec scrub_error_reason(term()) -> term().
 scrub_error_reason(Reason) ->
-    {error, R} = scrub_error({error, Reason}),
+    {error, R} = ibkr_oauth_redact:scrub_error({error, Reason}),
     R.
 
 %% A tickle or ssodh/init for the stream, as an internal request.
@@ -1603,10 +1062,8 @@ stream_http(What, Method, Path, Body, St) ->
                   <<>> -> [];
                   _ -> [{<<"content-type">>, <<"application/json">>}]
               end,
-    {Ref, St1} = new_req(#req{from = {stream_http, What}, method = Method, url = Path,
-                              headers = Headers, body = Body, port_opts = #{decode => json}},
-                         default, St),
-    dispatch(Ref, St1).
+    {Ref, R, St1} = new_req({stream_http, What}, {Method, Path, Headers, Body}, default, St),
+    pump(dispatch(Ref, add_req(Ref, R#req{port_opts = #{decode => json}}, St1))).
 
 -spec stream_http_reply(tickle | ssodh, term(), state()) -> state().
 stream_http_reply(tickle, Reply, St) ->
@@ -1648,25 +1105,24 @@ tickle_result(_) -> {error, bad_reply}.
 %%====================================================================
 
 -spec stats(state()) -> map().
-stats(#st{counters = C, pending = P, reqs = Reqs, auth = Auth} = St) ->
-    Queued = length([x || #req{where = queued} <- maps:values(Reqs)]),
-    RlQueued = length([x || #req{where = rl_queued} <- maps:values(Reqs)]),
+stats(#st{counters = C, pending = P, reqs = Reqs, lst = L} = St) ->
+    RlQueued = length([x || #req{where = rl} <- maps:values(Reqs)]),
     Stream = ibkr_oauth_stream:stats(St#st.stream),
     (maps:merge(Stream, C))#{in_flight => map_size(P),
-       queued => Queued,
+       queued => ibkr_oauth_lst:waiting(L),
        rate_limit_queued => RlQueued,
-       authenticated => has_live_lst(St),
-       handshake_in_flight => St#st.handshake =/= undefined,
-       expires_at => case Auth of
-                         {lst, E, _, _} -> E;
-                         none -> undefined
-                     end,
-       epoch => St#st.epoch,
+       authenticated => ibkr_oauth_lst:live(sys_now(), L),
+       handshake_in_flight => not ibkr_oauth_lst:idle(L),
+       expires_at => ibkr_oauth_lst:expires_at(L),
+       epoch => ibkr_oauth_lst:epoch(L),
        os_pid => St#st.os_pid}.
 
 -spec bump(atom(), state()) -> state().
-bump(Key, #st{counters = C} = St) ->
-    St#st{counters = maps:update_with(Key, fun(N) -> N + 1 end, 1, C)}.
+bump(Key, St) -> bump_n(Key, 1, St).
+
+-spec bump_n(atom(), non_neg_integer(), state()) -> state().
+bump_n(Key, N, #st{counters = C} = St) ->
+    St#st{counters = maps:update_with(Key, fun(V) -> V + N end, N, C)}.
 
 -spec cancel_timer(reference() | undefined) -> ok.
 cancel_timer(undefined) -> ok;
@@ -1678,32 +1134,15 @@ now_ms() -> erlang:monotonic_time(millisecond).
 -spec now_us() -> integer().
 now_us() -> erlang:monotonic_time(microsecond).
 
+%% The LST's expiry is the server's wall clock: the LST policy works in
+%% system time.
+-spec sys_now() -> integer().
+sys_now() -> erlang:system_time(millisecond).
+
 -spec summary(state()) -> map().
 summary(#st{} = St) ->
     maps:merge(stats(St),
                #{port => St#st.port, base_url => St#st.base_url,
                  config => redacted,
-                 handshake => St#st.handshake,
-                 tickle => maps:keys(St#st.tickle)}).
-
-%% Errors from the port carry no secrets by contract, but an HTTP body is
-%% IBKR's text: keep it short in logs.
--spec scrub_error(term()) -> term().
-scrub_error({error, {http, Status, Body}}) when is_binary(Body) ->
-    {error, {http, Status, binary:part(Body, 0, min(200, byte_size(Body)))}};
-scrub_error(Other) -> scrub(Other).
-
-%% Binaries (which could hold a token, a key or a body) become their size.
--spec scrub(term()) -> term().
-scrub(B) when is_binary(B) -> {binary, byte_size(B)};
-scrub(L) when is_list(L) -> scrub_list(L, 0);
-scrub(T) when is_tuple(T) -> list_to_tuple([scrub(E) || E <- tuple_to_list(T)]);
-scrub(M) when is_map(M) -> maps:map(fun(_, V) -> scrub(V) end, M);
-scrub(F) when is_function(F) -> fun_redacted;
-scrub(X) -> X.
-
--spec scrub_list(term(), non_neg_integer()) -> term().
-scrub_list([], _) -> [];
-scrub_list(_, N) when N >= 100 -> ['...'];
-scrub_list([H | T], N) -> [scrub(H) | scrub_list(T, N + 1)];
-scrub_list(Tail, _) -> scrub(Tail).
+                 handshake => ibkr_oauth_lst:phase(St#st.lst),
+                 tickle => maps:keys(St#st.keepalive)}).

@@ -232,7 +232,7 @@ bad_dh_prime(_Config) ->
     P = binary_to_integer(maps:get(dh_prime, Base), 16),
     Hex = fun(N) -> integer_to_binary(N, 16) end,
     Cases = [{<<"xyz">>, not_hex}, {<<"0x", (Hex(P))/binary>>, not_hex},
-             {<<(Hex(P))/binary, "\n">>, not_hex}, {<<"ff ff">>, not_hex}, {<<"-", (Hex(P))/binary>>, not_hex},
+             {<<"ff ff">>, too_small}, {<<"-", (Hex(P))/binary>>, not_hex}, {<<"0x:ff">>, not_hex},
              {<<"é"/utf8>>, not_hex}, {<<255, 254>>, not_hex},
              {Hex(P + 1), not_prime}, {Hex(P - 2), not_prime}, {Hex((1 bsl 2048) - 1), not_prime},
              {Hex((1 bsl 1023) + 1), not_prime},
@@ -247,7 +247,12 @@ bad_dh_prime(_Config) ->
     %% Upper-case hex and leading zeros are the same prime.
     {ok, S1} = ibkr_oauth:start_link(Base#{dh_prime => string:uppercase(Hex(P))}),
     {ok, S2} = ibkr_oauth:start_link(Base#{dh_prime => <<"0000", (Hex(P))/binary>>}),
-    [ok = ibkr_oauth:stop(X) || X <- [S1, S2]].
+    %% So are a trailing newline (`cat dh_prime.hex`) and `openssl dhparam -text`'s
+    %% colons, blanks and leading 00.
+    {ok, S3} = ibkr_oauth:start_link(Base#{dh_prime => <<(Hex(P))/binary, "\n">>}),
+    Text = iolist_to_binary(["    00:", lists:join(":", [B || <<B:2/binary>> <= Hex(P)]), "\n"]),
+    {ok, S4} = ibkr_oauth:start_link(Base#{dh_prime => Text}),
+    [ok = ibkr_oauth:stop(X) || X <- [S1, S2, S3, S4]].
 
 %% Forms of an LST answer not covered by oauth_SUITE: each is refused, the
 %% pending handshake survives, and the right answer still completes it.

@@ -13,7 +13,8 @@
 -export([env_credentials/1, env_credentials_checked/1, config_file/1,
          brokerage_path_opens_session/1, query_and_body/1, utf8_body_unchanged/1,
          non_2xx_exits_1/1, bad_config_exits_1/1, usage_exits_2/1,
-         port_next_to_escript/1, port_not_found/1]).
+         port_next_to_escript/1, port_not_found/1,
+         setup_writes_and_refuses/1, doctor_exit_status/1, ibkr_error_advice/1]).
 
 -define(F, ibkr_fake_server).
 %% Every IBKR_* variable the escript reads, unset unless a case sets it.
@@ -26,7 +27,8 @@ suite() -> [{timetrap, {minutes, 2}}].
 all() ->
     [env_credentials, env_credentials_checked, config_file, brokerage_path_opens_session,
      query_and_body, utf8_body_unchanged, non_2xx_exits_1, bad_config_exits_1,
-     usage_exits_2, port_next_to_escript, port_not_found].
+     usage_exits_2, port_next_to_escript, port_not_found,
+     setup_writes_and_refuses, doctor_exit_status, ibkr_error_advice].
 
 %% Build the escript from the current sources (a stale ./ibkr_oauth would
 %% test old code); `make' copies this same file to ./ibkr_oauth.
@@ -63,7 +65,7 @@ env_credentials(Config) ->
 env_credentials_checked(Config) ->
     Wrong = lists:keystore("IBKR_ACCESS_TOKEN", 1, env(Config), {"IBKR_ACCESS_TOKEN", "wrongtoken"}),
     {1, <<>>, Err} = cli(Config, Wrong, ["get", "/portfolio/accounts"]),
-    ?assertMatch({match, _}, re:run(Err, "http, ?401")),
+    ?assertMatch({match, _}, re:run(Err, "IBKR unauthorized \"invalid token\" \\(HTTP 401\\): check the realm")),
     ?assertMatch(#{handshakes := 0}, ?F:stats()),
     Missing = lists:keystore("IBKR_DH_PRIME", 1, env(Config), {"IBKR_DH_PRIME", false}),
     {1, <<>>, Err2} = cli(Config, Missing, ["get", "/portfolio/accounts"]),
@@ -119,7 +121,14 @@ bad_config_exits_1(Config) ->
     ?assertMatch({match, _}, re:run(Err2, "expected one Erlang map")),
     BadPrime = write_config(Config, "bad_prime.config", #{dh_prime => <<"xyz">>}),
     {1, <<>>, Err3} = cli(Config, unset_all(), ["--config", BadPrime, "get", "/portfolio/accounts"]),
-    ?assertMatch({match, _}, re:run(Err3, "bad_config,dh_prime")),
+    ?assertMatch({match, _}, re:run(Err3, "cannot start the session: dh_prime: not a hex number$", [multiline])),
+    ?assertEqual(nomatch, re:run(Err3, "bad_config")),
+    %% --verbose keeps the term
+    {1, <<>>, Err4} = cli(Config, unset_all(), ["--verbose", "--config", BadPrime, "get", "/portfolio/accounts"]),
+    ?assertMatch({match, _}, re:run(Err4, "dh_prime: not a hex number \\[\\{bad_config,dh_prime,not_hex\\}\\]")),
+    NoKey = write_config(Config, "no_key.config", #{encryption_key => {file, "/nonexistent/x.pem"}}),
+    {1, <<>>, Err5} = cli(Config, unset_all(), ["--config", NoKey, "get", "/portfolio/accounts"]),
+    ?assertMatch({match, _}, re:run(Err5, "encryption_key: /nonexistent/x.pem: no such file")),
     ?assertMatch(#{requests := 0, handshakes := 0}, maps:merge(#{requests => 0}, ?F:stats())).
 
 usage_exits_2(Config) ->
@@ -161,6 +170,49 @@ port_not_found(Config) ->
     WithPort = lists:keystore("IBKR_OAUTH_PORT", 1, env(Config), {"IBKR_OAUTH_PORT", repo_port(Config)}),
     {0, Out, _} = cli(Escript, WithPort, ["get", "/portfolio/accounts"]),
     assert_accounts(Out).
+
+%% setup DIR: the files, the portal steps; never over existing files.
+setup_writes_and_refuses(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), "keys"),
+    %% --dh-bits (tests only): a 512-bit prime instead of a 2048-bit search;
+    %% onboarding_SUITE runs the real size.
+    {0, Out, Err} = cli(Config, unset_all(), ["setup", Dir, "--consumer-key", "ABCDEFGHI", "--dh-bits", "512"]),
+    ?assertMatch({match, _}, re:run(Err, "safe prime")),
+    [?assertMatch({match, _}, re:run(Out, Re), Re)
+     || Re <- ["ndcdyn.interactivebrokers.com/sso/Login\\?action=OAUTH&RL=1&ip2loc=US",
+               "consumer key ABCDEFGHI", "public_signature.pem", "public_encryption.pem",
+               "dhparam.pem", "Generate Token", "shown ONCE", "Enable OAuth", "midnight"]],
+    [?assert(filelib:is_regular(filename:join(Dir, F)), F) || F <- ibkr_oauth_setup:files()],
+    {ok, [#{consumer_key := <<"ABCDEFGHI">>}]} = file:consult(filename:join(Dir, "ibkr.config")),
+    {ok, Before} = file:read_file(filename:join(Dir, "private_signature.pem")),
+    {1, _, Err2} = cli(Config, unset_all(), ["setup", Dir, "--dh-bits", "512"]),
+    ?assertMatch({match, _}, re:run(Err2, "private_signature.pem: exists already")),
+    ?assertEqual({ok, Before}, file:read_file(filename:join(Dir, "private_signature.pem"))),
+    {2, _, _} = cli(Config, unset_all(), ["setup"]),
+    %% the template fails the doctor until the token and secret are pasted
+    {1, Out3, _} = cli(Config, unset_all(), ["doctor", "--config", filename:join(Dir, "ibkr.config"), "--offline"]),
+    ?assertMatch({match, _}, re:run(Out3, "^FAIL placeholders: still the setup placeholder", [multiline])),
+    ?assertMatch({match, _}, re:run(Out3, "^ok   signature_key: PKCS#8 RSA-2048, SHA256:", [multiline])).
+
+%% doctor: one line per check, exit 0 when nothing failed, 1 otherwise.
+doctor_exit_status(Config) ->
+    File = write_config(Config, "doctor.config", #{}),
+    {0, Out, _} = cli(Config, unset_all(), ["doctor", "--config", File]),
+    ?assertMatch({match, _}, re:run(Out, "^ok   live_session_token: issued and validated", [multiline])),
+    ?assertMatch({match, _}, re:run(Out, "^ok   accounts: ", [multiline])),
+    ?assertEqual(nomatch, re:run(Out, "^FAIL", [multiline])),
+    ?F:stop(),   % nothing listens any more
+    {1, Out2, _} = cli(Config, unset_all(), ["doctor", "--config", File]),
+    ?assertMatch({match, _}, re:run(Out2, "^FAIL clock: cannot reach https://localhost:[0-9]+/v1/api: network: ", [multiline])),
+    {2, _, _} = cli(Config, unset_all(), ["doctor", "--bogus"]).
+
+%% A non-2xx answer IBKR explains gets its advice on stderr.
+ibkr_error_advice(Config) ->
+    ok = ?F:set_fault({answer, <<"/portfolio/accounts">>, 429,
+                       <<"{\"error\":\"Too many requests\",\"statusCode\":429}">>, 1}),
+    {1, _, Err} = cli(Config, env(Config), ["get", "/portfolio/accounts"]),
+    ?assertMatch({match, _}, re:run(Err, "^HTTP 429$", [multiline])),
+    ?assertMatch({match, _}, re:run(Err, "IBKR rate_limited .*penalty box", [multiline])).
 
 %%% --------------------------------------------------------------- helpers
 

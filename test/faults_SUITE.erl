@@ -22,6 +22,8 @@
          peer_killed_session_port_exits/1, handshake_faults_reach_waiting_requests/1,
          retry_after_gap_honoured/1, slow_handshake_request_timeout/1,
          server_refuses_everything/1, clock_skew/1, stopped_port_during_handshake/1,
+         queued_requests_survive_port_crash/1, lst_expiration_refused/1,
+         lst_expiration_background_backoff/1, lst_expiration_far_future/1,
          status_outside_http/1, port_timeout_zero_and_infinity/1, lst_answer_fields_named/1]).
 -export([init/1]).
 
@@ -31,6 +33,7 @@
 %% 1 per 5 s), so requests here go out at once.
 -define(API, <<"/portfolio/U1234567/positions/0">>).
 -define(LST_PATH, <<"/oauth/live_session_token">>).
+-define(SNAPSHOT, <<"/iserver/marketdata/snapshot">>).
 %% How long every pending caller may take to be answered after a fault: a
 %% liveness bound, far above what it takes.
 -define(ANSWER_BOUND, 5000).
@@ -42,7 +45,9 @@ all() ->
      stop_with_requests_in_flight, peer_killed_session_port_exits,
      handshake_faults_reach_waiting_requests, retry_after_gap_honoured,
      slow_handshake_request_timeout, server_refuses_everything, clock_skew,
-     stopped_port_during_handshake, status_outside_http, port_timeout_zero_and_infinity,
+     stopped_port_during_handshake, queued_requests_survive_port_crash,
+     lst_expiration_refused, lst_expiration_background_backoff, lst_expiration_far_future,
+     status_outside_http, port_timeout_zero_and_infinity,
      lst_answer_fields_named].
 
 init_per_suite(Config) ->
@@ -51,10 +56,10 @@ init_per_suite(Config) ->
 
 end_per_suite(_Config) -> ok.
 
-init_per_testcase(_Case, Config) ->
+init_per_testcase(Case, Config) ->
     {ok, Info = #{config := Client}} =
         ?F:start_from_vectors(public, #{ca_dir => ?config(priv_dir, Config)}),
-    {ok, S} = ibkr_oauth:start_link(Client),
+    {ok, S} = ibkr_oauth:start_link(maps:merge(Client, options(Case))),
     [{session, S}, {client, Client}, {fake, Info} | Config].
 
 end_per_testcase(_Case, Config) ->
@@ -63,7 +68,96 @@ end_per_testcase(_Case, Config) ->
     _ = (catch ibkr_oauth:stop(S)),
     ?F:stop().
 
+%% The default rate limit (IBKR's table: /iserver/marketdata/snapshot
+%% 10 per second) and a brokerage session.
+options(queued_requests_survive_port_crash) ->
+    #{rate_limit => ibkr_oauth_ratelimit:default_spec(), brokerage_session => true};
+options(_) -> #{}.
+
 %%% ----------------------------------------------------------------- cases
+
+%% 40 GETs of /iserver/marketdata/snapshot (IBKR allows 10 per second): the
+%% first 10 go and are held by the server, the 30 others wait for the rate
+%% limit in the session. The port is killed: the 10 it held get
+%% {error, port_down}; the 30 never left the BEAM and are answered after the
+%% new port re-authenticates (they got port_down too, before).
+queued_requests_survive_port_crash(Config) ->
+    S = ?config(session, Config),
+    unlink(S),
+    {ok, _} = ibkr_oauth:authenticate(S),
+    ok = ?L:wait_until(fun() -> stat(ssodh_inits) >= 1 end, 10000),
+    ok = ?F:set_fault({slow, 30000, 10}),
+    Get = fun() -> ibkr_oauth:request(S, get, ?SNAPSHOT, #{query => [{<<"conids">>, <<"265598">>}],
+                                                          timeout => 60000})
+          end,
+    Callers = ?L:spawn_callers(lists:duplicate(40, Get)),
+    ok = ?L:wait_until(fun() -> path_count(?SNAPSHOT) =:= 10 end, 10000),
+    ok = ?L:wait_until(fun() -> maps:get(rate_limit_queued, ibkr_oauth:stats(S)) =:= 30 end, 10000),
+    ok = ?L:kill_os(ibkr_oauth:os_pid(S)),
+    Results = ?L:collect(Callers, 60000),
+    Down = [R || {error, port_down} = R <- Results],
+    Answered = [St || {ok, #{status := St}} <- Results],
+    ct:pal("~b answered, ~b port_down", [length(Answered), length(Down)]),
+    ?assertEqual(10, length(Down)),
+    ?assertEqual(30, length(Answered)),
+    ?assertEqual(40, path_count(?SNAPSHOT)),
+    ?assertEqual(2, stat(handshakes)),
+    ?assertMatch(#{port_restarts := 1, rate_limit_queued := 0, queued := 0, in_flight := 0},
+                 ibkr_oauth:stats(S)).
+
+%% The server's LST answer says the token expires in the past, in seconds
+%% instead of milliseconds, or 10 s ahead: refused as
+%% {bad_response, lst_expiration}, nothing is signed with it, and a request
+%% causes one more handshake after the backoff step (1 s), not a storm.
+%% (One request with a 5 s timeout caused 455-720 LST requests.)
+lst_expiration_refused(Config) ->
+    Client = ?config(client, Config),
+    Now = erlang:system_time(millisecond),
+    Cases = [{past, Now - 60000}, {seconds, Now div 1000 + 86400}, {ten_s_ahead, Now + 10000}],
+    lists:foreach(
+      fun({Name, Said}) ->
+              {ok, S} = ibkr_oauth:start_link(Client),
+              ok = ?F:reset_stats(),
+              ok = ?F:set_fault({lst_expiration, Said}),
+              Refused = {error, {bad_response, lst_expiration}},
+              ?assertEqual({Name, Refused}, {Name, ibkr_oauth:authenticate(S)}),
+              ?assertEqual({Name, Refused}, {Name, ibkr_oauth:request(S, get, ?API, #{timeout => 5000})}),
+              %% a request with less time than the backoff left: the same
+              %% error at once, no handshake
+              ?assertEqual({Name, Refused}, {Name, ibkr_oauth:request(S, get, ?API, #{timeout => 100})}),
+              timer:sleep(2000),                          % nothing in the background
+              ?assertEqual({Name, 2}, {Name, stat(lst_requests)}),
+              ?assertEqual({Name, 0}, {Name, path_count(?API)}),
+              ?assertMatch(#{authenticated := false, expires_at := undefined}, ibkr_oauth:stats(S)),
+              ok = ?F:clear_faults(),
+              ok = ibkr_oauth:stop(S)
+      end, Cases).
+
+%% auto_authenticate against a server whose LSTs are always expired: the
+%% background handshakes back off (1 s, 2 s, 4 s between starts), not one
+%% a second (as they did).
+lst_expiration_background_backoff(Config) ->
+    ok = ?F:set_fault({lst_expiration, erlang:system_time(millisecond) - 1000}),
+    {ok, S} = ibkr_oauth:start_link((?config(client, Config))#{auto_authenticate => true}),
+    unlink(S),
+    ok = ?L:wait_until(fun() -> stat(lst_requests) >= 4 end, 30000),
+    Times = lists:sort([At || #{path := ?LST_PATH, at := At} <- stat(log)]),
+    [G1, G2, G3 | _] = [(B - A) div 1000 || {A, B} <- lists:zip(lists:droplast(Times), tl(Times))],
+    ct:pal("gaps between LST requests (ms): ~p", [[G1, G2, G3]]),
+    %% (measured at the server: the first request also set up the connection)
+    ?assert(G1 >= 500, G1),
+    ?assert(G2 >= 1500, G2),
+    ?assert(G3 >= 3500, G3),
+    ok = ibkr_oauth:stop(S).
+
+%% A far-future expiration is taken as it is.
+lst_expiration_far_future(Config) ->
+    S = ?config(session, Config),
+    Far = erlang:system_time(millisecond) + 10 * 365 * 86400000,
+    ok = ?F:set_fault({lst_expiration, Far}),
+    ?assertEqual({ok, #{expires_at => Far}}, ibkr_oauth:authenticate(S)),
+    ?assertMatch({ok, #{status := 200}}, ibkr_oauth:request(S, get, ?API, #{})),
+    ?assertMatch(#{authenticated := true, expires_at := Far, handshakes := 1}, ibkr_oauth:stats(S)).
 
 %% A server answering a status line outside 100..599 does not speak HTTP:
 %% {transport, bad_status} (it used to come back as {ok, #{status => 999}}).

@@ -18,8 +18,15 @@
 %%   wrong_lst_signature           next LST answer has a wrong signature
 %%   malformed_json                next LST answer is not JSON
 %%   {expire_lst_in_ms, Ms}        the next LST expires Ms after it is issued
-%%   {skew_s, Seconds}             the server's clock is off by Seconds (until cleared)
+%%   {skew_s, Seconds}             the server's clock is off by Seconds (until cleared;
+%%                                 the Date header of every answer shows it)
+%%   {lst_expiration, Ms}          every LST answer says it expires at Ms (epoch ms,
+%%                                 any integer, e.g. in the past or in seconds;
+%%                                 until cleared); the LST itself stays valid
 %%   invalidate_lst                (immediate) every LST held becomes invalid
+%%   {answer, Path, Status, Body, Count}  the next Count requests of Path (relative,
+%%                                 no query; "/oauth/live_session_token" too) get
+%%                                 Status and Body (IBKR's error bodies)
 %% status/rate_limit/slow/drop apply to every request (the LST request too),
 %% so set them after authenticating when a test targets API calls.
 %%
@@ -143,6 +150,8 @@ init(Opts) ->
 handle_call({request, Req}, _From, S) ->
     {Action, S1} = handle_request(Req, count_request(Req, S)),
     {reply, Action, S1};
+handle_call(skew_s, _From, S = #{skew_s := Skew}) ->
+    {reply, Skew, S};
 handle_call({api, Cmd}, _From, S) ->
     ibkr_fake_api:server_call(Cmd, S);
 handle_call(info, _From, S) ->
@@ -308,7 +317,7 @@ serve(Req, C = #{socket := Socket, server := Server}) ->
         {respond, Delay, Status, Headers, Body} ->
             ok = delay(Delay, C),
             Connection = connection_header(Req),
-            send_response(Socket, Status, Headers, response_body(Req, Body), Connection),
+            send_response(Socket, Status, with_date(Headers, Server), response_body(Req, Body), Connection),
             continue_or_close(Connection, C);
         {drop, Delay} ->
             ok = delay(Delay, C),
@@ -319,6 +328,16 @@ serve(Req, C = #{socket := Socket, server := Server}) ->
         _ ->
             close(C)
     end.
+
+%% Every answer carries a Date header, from the server's (maybe skewed) clock.
+with_date(Headers, Server) ->
+    Skew = case catch gen_server:call(Server, skew_s) of
+               N when is_integer(N) -> N;
+               _ -> 0
+           end,
+    Date = httpd_util:rfc1123_date(calendar:system_time_to_universal_time(
+                                     erlang:system_time(second) + Skew, second)),
+    [{<<"date">>, list_to_binary(Date)} | Headers].
 
 %% An injected delay: wait, unless the server goes away meanwhile.
 delay(0, _C) -> ok;
@@ -443,8 +462,11 @@ relative_path(Target, #{base_path := BasePath}) ->
     end.
 
 %% -> {{respond, DelayMs, Status, Headers, Body} | {drop, DelayMs}, State}
-handle_request(Req, S0) ->
-    {Delay, Injected, S1} = take_request_faults(S0),
+handle_request(Req = #{target := Target}, S0) ->
+    {Delay, Injected, S1} = case take_answer_fault(relative_path(Target, S0), S0) of
+                                {none, SF} -> take_request_faults(SF);
+                                {Answer, SF} -> {0, Answer, SF}
+                            end,
     {Action, S2} = case Injected of
                        none -> answer(Req, S1);
                        drop -> {drop, seen_nonce(Req, S1)};
@@ -541,9 +563,13 @@ issue_lst(Challenge, S = #{p := P, g := G, prepend := Prepend, consumer_key := C
     Lst = ibkr_server_crypto:live_session_token(K, Prepend),
     {TtlMs, S1} = lst_ttl(S),
     ExpiresAt = erlang:system_time(millisecond) + TtlMs,
+    Said = case lists:keyfind(lst_expiration, 1, maps:get(faults, S1)) of
+               {lst_expiration, Ms} -> Ms;
+               false -> ExpiresAt
+           end,
     Answer = #{diffie_hellman_response => B,
                live_session_token_signature => ibkr_server_crypto:lst_signature(Lst, Ck),
-               live_session_token_expiration => ExpiresAt},
+               live_session_token_expiration => Said},
     {Body, S2} = lst_answer_body(Answer, S1),
     {{respond, 200, [], Body}, bump(handshakes, install_lst(Lst, ExpiresAt, S2))}.
 
@@ -782,8 +808,12 @@ valid_fault({slow, Ms, N}) -> is_integer(Ms) andalso Ms >= 0 andalso valid_count
 valid_fault({drop, N}) -> valid_count(N);
 valid_fault({reject_lst, N}) -> valid_count(N);
 valid_fault({expire_lst_in_ms, Ms}) -> is_integer(Ms) andalso Ms >= 0;
+valid_fault({lst_expiration, Ms}) -> is_integer(Ms);
 valid_fault(bad_dh_response) -> true;
 valid_fault({bad_dh_response, B}) -> (is_integer(B) andalso B >= 0) orelse B =:= p_minus_1 orelse B =:= p;
+valid_fault({answer, Path, Status, Body, N}) ->
+    is_binary(Path) andalso is_integer(Status) andalso Status >= 100 andalso Status =< 599
+        andalso is_binary(Body) andalso valid_count(N);
 valid_fault(wrong_lst_signature) -> true;
 valid_fault(malformed_json) -> true;
 valid_fault(_) -> false.
@@ -813,6 +843,14 @@ apply_request_fault(F, {Delay, Injected, Kept}) ->
 count_down(F, infinity, Kept) -> [F | Kept];
 count_down(_F, 1, Kept) -> Kept;
 count_down(F, N, Kept) -> [setelement(tuple_size(F), F, N - 1) | Kept].
+
+%% {answer, Path, Status, Body, N} for this path, counted down.
+take_answer_fault(Path, S = #{faults := Faults}) ->
+    case [F || F = {answer, P, _, _, _} <- Faults, P =:= Path] of
+        [F = {answer, _, Status, Body, N} | _] ->
+            {{respond, Status, [], Body}, S#{faults := replace(F, count_down(F, N, []), Faults)}};
+        [] -> {none, S}
+    end.
 
 %% A fault consumed by the LST request: {reject_lst, N} counts down,
 %% {expire_lst_in_ms, Ms} is used once.

@@ -167,3 +167,64 @@ rate_limit_test_() ->
      bad(rate_limit, {endpoint, 1, badarg}, #{rate_limit => #{endpoints => [{<<"/a">>, 0, 1}]}}),
      bad(rate_limit, {endpoint, 1, badarg}, #{rate_limit => #{endpoints => [{<<"/a">>, 1, 0}]}}),
      bad(rate_limit, {endpoint, 1, badarg}, #{rate_limit => #{endpoints => [{<<"/a">>, 1}]}})].
+
+%%% dh_prime as users have it: dhparam.pem, `openssl dhparam -text' hex.
+
+tmp_file(Name, Content) ->
+    Dir = filename:join(["/tmp", "ibkr_config_tests-" ++ os:getpid()]),
+    File = filename:join(Dir, Name),
+    ok = filelib:ensure_dir(File),
+    ok = file:write_file(File, Content),
+    File.
+
+dh_pem(P, G) ->
+    Der = public_key:der_encode('DHParameter', {'DHParameter', P, G, asn1_NOVALUE}),
+    public_key:pem_encode([{'DHParameter', Der, not_encrypted}]).
+
+%% A 2048-bit safe prime (RFC 3526 group 14).
+modp14() ->
+    binary_to_integer(<<"FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3BE39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF">>, 16).
+
+dh_file_test() ->
+    P = modp14(),
+    File = tmp_file("dhparam.pem", dh_pem(P, 2)),
+    {ok, V} = validate(#{dh_prime => {file, File}}),
+    ?assertEqual(string:lowercase(integer_to_binary(P, 16)), maps:get(dh_prime, V)),
+    ?assertEqual(2, maps:get(dh_generator, V)),
+    %% the generator comes from the file; an explicit one must agree
+    File5 = tmp_file("dhparam5.pem", dh_pem(P, 5)),
+    ?assertMatch({ok, #{dh_generator := 5}}, validate(#{dh_prime => {file, File5}})),
+    ?assertMatch({ok, #{dh_generator := 5}}, validate(#{dh_prime => {file, File5}, dh_generator => 5})),
+    ?assertEqual({error, {bad_config, dh_generator, generator_mismatch}},
+                 validate(#{dh_prime => {file, File5}, dh_generator => 2})),
+    %% CRLF line endings are fine
+    Crlf = binary:replace(dh_pem(P, 2), <<"\n">>, <<"\r\n">>, [global]),
+    ?assertMatch({ok, #{dh_generator := 2}},
+                 validate(#{dh_prime => {file, tmp_file("crlf.pem", Crlf)}})).
+
+dh_file_errors_test_() ->
+    P = modp14(),
+    Neg = tmp_file("neg.pem", dh_pem(-P, 2)),
+    Key = tmp_file("key.pem", public_key:pem_encode(
+                                [public_key:pem_entry_encode('SubjectPublicKeyInfo',
+                                  {'RSAPublicKey', 65537, 3})])),
+    Junk = tmp_file("junk.pem", <<"-----BEGIN DH PARAMETERS-----\nAAAA\n-----END DH PARAMETERS-----\n">>),
+    [bad(dh_prime, negative, #{dh_prime => {file, Neg}}),
+     bad(dh_prime, not_dh_params, #{dh_prime => {file, Key}}),
+     bad(dh_prime, not_dh_params, #{dh_prime => {file, Junk}}),
+     bad(dh_prime, enoent, #{dh_prime => {file, "/nonexistent/dhparam.pem"}}),
+     bad(dh_prime, eisdir, #{dh_prime => {file, "/tmp"}}),
+     bad(dh_prime, badarg, #{dh_prime => {file, 42}})].
+
+dh_hex_forms_test_() ->
+    V = fun(Hex) -> {ok, #{dh_prime := P}} = validate(#{dh_prime => Hex}), P end,
+    Text = <<"    00:f7:e1:a0:85:d6:9b:3d:de:cb:bc:ab:5c:36:b8:\n"
+             "    57:b9:79:94:af:bb:fa:3a:ea:82:f9:57:4c:0b:3d:\n    07:82:67\n">>,
+    [?_assertEqual(<<"f7e1a085d69b3ddecbbcab5c36b857b97994afbbfa3aea82f9574c0b3d078267">>, V(Text)),
+     ?_assertEqual(<<"F7E1">>, V(<<"00F7E1">>)),
+     ?_assertEqual(<<"0">>, V(<<"0">>)),
+     ?_assertEqual(<<"00">>, V(<<"00">>)),
+     ?_assertEqual(<<"ab">>, V(<<"ab">>)),
+     %% not hex after the separators are gone: left for the port (not_hex)
+     ?_assertEqual(<<"0x:ff">>, V(<<"0x:ff">>)),
+     ?_assertEqual(<<": \n">>, V(<<": \n">>))].

@@ -72,6 +72,9 @@ fake_ws_options(_) -> #{}.
 
 session_options(smd_expiry_refreshed) -> #{smd_refresh_interval => 700};
 session_options(brokerage_session_lost) -> #{brokerage_session => true};
+%% renew 1 s before expiry (a short LST is refused when it would not outlive
+%% the margin)
+session_options(lst_renewal) -> #{refresh_margin => 1};
 session_options(_) -> #{}.
 
 %%% ----------------------------------------------------------------- cases
@@ -157,8 +160,8 @@ smd_expiry_refreshed(Config) ->
     ?assert(R >= 4).
 
 lst_renewal(Config) ->
-    %% the first LST lives 4 s: the session renews it after 2 s, and the
-    %% stream reconnects with the new session's cookie
+    %% the first LST lives 4 s: the session renews it 1 s before it expires,
+    %% and the stream reconnects with the new session's cookie
     S = ?config(session, Config),
     ok = ?F:set_fault({expire_lst_in_ms, 4000}),
     {ok, _} = ibkr_oauth:authenticate(S),

@@ -1,33 +1,32 @@
 /*
- * fuzz_json.c — libFuzzer harness for json_etf.h. Every input is used both
- * ways:
+ * fuzz_json.c — libFuzzer harness for json_etf.h (json-c underneath). Every
+ * input is used both ways:
  *
  * 1. as JSON text: when json_etf_decode accepts it, the term must pass the
- *    port's own bounded check (erlcmd_check_term) and span exactly what was
- *    appended; json_etf_encode must accept it, and decoding that JSON again
- *    must give the very same term bytes (shortest floats read back exactly,
- *    keys are unique, order is kept). When it refuses, nothing is appended
- *    and the reason is one of the documented ones.
+ *    port's own bounded check (erlcmd_check_term), span exactly what was
+ *    appended, and read back with ei as a term in the image of the mapping
+ *    (binary UTF-8 keys without NUL, proper lists, UTF-8 binaries, integers
+ *    strictly inside INT64_MIN .. UINT64_MAX, finite floats, true/false/null,
+ *    at most JSON_ETF_MAX_DEPTH levels); json_etf_encode must accept it, and
+ *    decoding that JSON again must give the very same term bytes (shortest
+ *    floats read back exactly, keys are unique, order is kept). When it
+ *    refuses, nothing is appended and the reason is one of the documented
+ *    ones.
  * 2. as term bytes (after an optional version byte 131): when
  *    json_etf_encode accepts them, the JSON must decode, and encoding that
  *    term must give the same JSON text again.
- * 3. against json-c, an independent parser: a text json_etf_decode accepts
- *    must be accepted by json-c's strict mode too (json-c is laxer, never
- *    stricter), with the same kind of value at the top, the same length for
- *    an array, and the same value for a string, an integer within int64, a
- *    float, true, false or null.
  *
  * Any violation abort()s.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <json-c/json.h>
-
 #include "../erlcmd.h"
 #include "../json_etf.h"
+#include "../json_etf_internal.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -68,74 +67,78 @@ static int decode(ei_x_buff *x, const char *js, size_t n, const char **why)
     return rc;
 }
 
-/* The accepted text (size bytes, no NUL in it: raw NULs are not JSON) through
- * json-c, compared with the term at x->buff[1]. */
-static void against_json_c(const uint8_t *data, size_t size, const ei_x_buff *x)
+/* The term at buf[*i], read with ei, must be in the image of the mapping
+ * (json_etf.h): maps with binary keys (UTF-8, no NUL), proper lists, UTF-8
+ * binaries, integers strictly inside INT64_MIN .. UINT64_MAX, finite
+ * floats, true/false/null, at most JSON_ETF_MAX_DEPTH levels. */
+static void in_image(const char *buf, int *i, int depth) // NOLINT(misc-no-recursion): <= 128 deep
 {
-    /* json-c finishes a top-level number only at a NUL, so it is given one. */
-    char *text = malloc(size + 1);
-    if (text == NULL)
-        fail("malloc");
-    memcpy(text, data, size);
-    text[size] = '\0';
-    struct json_tokener *tok = json_tokener_new_ex(JSON_ETF_MAX_DEPTH + 1);
-    if (tok == NULL)
-        fail("json_tokener_new_ex");
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-    struct json_object *o = json_tokener_parse_ex(tok, text, (int)size + 1);
-    /* (JSON null is a NULL object in json-c) */
-    if (json_tokener_get_error(tok) != json_tokener_success)
-        fail("accepted here, refused by json-c");
-    int i = 1, type, arity;
-    if (ei_get_type(x->buff, &i, &type, &arity) != 0)
+    int type, size, n;
+    char atom[MAXATOMLEN];
+    if (ei_get_type(buf, i, &type, &size) != 0)
         fail("ei_get_type");
-    switch (json_object_get_type(o)) {
-    case json_type_array:
-        if (type == ERL_NIL_EXT ? json_object_array_length(o) != 0
-                                : type != ERL_LIST_EXT ||
-                                      json_object_array_length(o) != (size_t)arity)
-            fail("array differs from json-c's");
-        break;
-    case json_type_object:
-        if (type != ERL_MAP_EXT)
-            fail("object differs from json-c's");
-        break;
-    case json_type_string: {
-        int n = json_object_get_string_len(o);
-        if (type != ERL_BINARY_EXT || arity != n ||
-            memcmp(x->buff + 6, json_object_get_string(o), (size_t)n) != 0)
-            fail("string differs from json-c's");
-        break;
-    }
-    case json_type_int: {
+    switch (type) {
+    case ERL_SMALL_INTEGER_EXT:
+    case ERL_INTEGER_EXT:
+    case ERL_SMALL_BIG_EXT: {
         long long v;
-        int64_t c = json_object_get_int64(o);
-        /* json-c clamps beyond int64 (we keep bignums): compare the rest */
-        if (c != INT64_MAX && c != INT64_MIN &&
-            (ei_decode_longlong(x->buff, &i, &v) != 0 || v != c))
-            fail("integer differs from json-c's");
+        unsigned long long u;
+        int j = *i;
+        if (ei_decode_longlong(buf, &j, &v) == 0 ? v == INT64_MIN
+                                                  : (j = *i, ei_decode_ulonglong(buf, &j, &u) != 0 ||
+                                                                 u == UINT64_MAX))
+            fail("integer out of range");
+        *i = j;
+        return;
+    }
+    case ERL_FLOAT_EXT: /* ei_get_type's name for NEW_FLOAT_EXT too */ {
+        double d;
+        if (ei_decode_double(buf, i, &d) != 0 || !isfinite(d))
+            fail("float not finite");
+        return;
+    }
+    case ERL_ATOM_EXT:
+        if (ei_decode_atom(buf, i, atom) != 0 ||
+            (strcmp(atom, "true") != 0 && strcmp(atom, "false") != 0 && strcmp(atom, "null") != 0))
+            fail("atom other than true, false, null");
+        return;
+    case ERL_BINARY_EXT: {
+        long len;
+        if (ei_decode_binary(buf, i, NULL, &len) != 0)
+            fail("ei_decode_binary");
+        if (je_utf8_valid((const unsigned char *)buf + *i - len, (size_t)len) != (size_t)len)
+            fail("string is not UTF-8");
+        return;
+    }
+    case ERL_NIL_EXT:
+    case ERL_LIST_EXT:
+    case ERL_MAP_EXT:
         break;
+    default:
+        fail("a term JSON does not give");
     }
-    case json_type_double: {
-        double v;
-        if (ei_decode_double(x->buff, &i, &v) != 0 || v != json_object_get_double(o))
-            fail("float differs from json-c's");
-        break;
+    if (depth == JSON_ETF_MAX_DEPTH)
+        fail("nested too deep");
+    if (type == ERL_MAP_EXT) {
+        if (ei_decode_map_header(buf, i, &n) != 0)
+            fail("ei_decode_map_header");
+        for (int k = 0; k < n; k++) {
+            long len;
+            if (ei_get_type(buf, i, &type, &size) != 0 || type != ERL_BINARY_EXT ||
+                ei_decode_binary(buf, i, NULL, &len) != 0 ||
+                memchr(buf + *i - len, '\0', (size_t)len) != NULL ||
+                je_utf8_valid((const unsigned char *)buf + *i - len, (size_t)len) != (size_t)len)
+                fail("map key is not a UTF-8 binary without NUL");
+            in_image(buf, i, depth + 1);
+        }
+        return;
     }
-    case json_type_boolean:
-    case json_type_null: {
-        char atom[MAXATOMLEN];
-        const char *want = json_object_is_type(o, json_type_null) ? "null"
-                           : json_object_get_boolean(o)          ? "true"
-                                                                 : "false";
-        if (ei_decode_atom(x->buff, &i, atom) != 0 || strcmp(atom, want) != 0)
-            fail("literal differs from json-c's");
-        break;
-    }
-    }
-    json_object_put(o);
-    json_tokener_free(tok);
-    free(text);
+    if (ei_decode_list_header(buf, i, &n) != 0)
+        fail("ei_decode_list_header");
+    for (int k = 0; k < n; k++)
+        in_image(buf, i, depth + 1);
+    if (n > 0 && (ei_decode_list_header(buf, i, &n) != 0 || n != 0))
+        fail("improper list");
 }
 
 static void as_json(const uint8_t *data, size_t size)
@@ -149,8 +152,11 @@ static void as_json(const uint8_t *data, size_t size)
     }
     if (erlcmd_check_term(x.buff, (size_t)x.index) != 0)
         fail("decoded term is not one well-formed term");
-    against_json_c(data, size, &x);
     int i = 1;
+    in_image(x.buff, &i, 0);
+    if (i != x.index)
+        fail("decoded term does not span what was appended");
+    i = 1;
     size_t n;
     char *js = json_etf_encode(x.buff, x.index, &i, &n, &why);
     if (js == NULL)

@@ -178,25 +178,35 @@ json() ->
      {"snapshot.json", <<"[{\"conid\":265598,\"31\":\"171.5\",\"84\":171.49,"
                          "\"_updated\":1712345678901,\"6509\":\"RpB\"}]">>},
      {"numbers.json", <<"[0,-0,-0.0,1e2,1E-2,2.5e+3,123.456,5e-324,1.7976931348623157e308,"
-                        "9223372036854775807,-9223372036854775808,18446744073709551616,"
-                        "-123456789012345678901234567890,1.5e-400]">>},
+                        "9223372036854775807,-9223372036854775807,18446744073709551614,"
+                        "1.5e-400]">>},
+     %% json-c clamps beyond int64/uint64: the ends are refused (number)
+     {"range.json", <<"[-9223372036854775808,18446744073709551615,18446744073709551616,"
+                      "-123456789012345678901234567890]">>},
+     {"nonfinite.json", <<"[NaN,-Infinity,1e400]">>},
+     %% what json-c's strict mode takes beyond RFC 8259
+     {"lenient.json", <<"[1.,-01,00,-.5,1.e5,01.5,\"\t\x01\",\"\\ud800\\u0041\"]">>},
      {"strings.json", <<"[\"\",\"a\\u0000b\",\"\\\"\\\\\\/\\b\\f\\n\\r\\t\","
                         "\"\\ud83d\\ude00\",\"caf\xc3\xa9 \xe2\x82\xac\x7f\"]">>},
      {"duplicates.json", <<"{\"a\":1,\"b\":{\"c\":2,\"c\":3},\"a\":[4],\"a\\u0000\":5}">>},
      {"deep.json", iolist_to_binary([lists:duplicate(130, $[), lists:duplicate(130, $])])},
-     %% top-level scalars (json-c, the harness's second opinion, has a NULL for null)
+     %% top-level scalars (json-c ends a number only at a delimiter; its null is NULL)
      {"null.json", <<"null">>}, {"integer.json", <<"-12">>}, {"float.json", <<" 1E-2 ">>},
      {"string.json", <<"\"a\\u0000\"">>},
      {"bad_utf8.json", <<"[\"\xed\xa0\x80\",\"\\ud800\"]">>},
      {"bad_syntax.json", <<"{\"a\":[1,],\"b\":NaN, 01}">>},
      {"term_map.etf", term_to_binary(#{a => [1, 2.5, <<"x"/utf8>>], <<"k">> => #{},
                                         b => null, c => true, d => [], e => "str"})},
-     {"term_numbers.etf", term_to_binary([0, -1, 255, 70000, -(1 bsl 40), 1 bsl 64,
-                                          -(1 bsl 200), 0.1, -0.0, 1.0e300])},
+     {"term_numbers.etf", term_to_binary([0, -1, 255, 70000, -(1 bsl 40), (1 bsl 64) - 2,
+                                          -(1 bsl 63) + 1, 0.1, -0.0, 1.0e300, 5.0e-324])},
+     {"term_big.etf", term_to_binary([1 bsl 64, (1 bsl 64) - 1, -(1 bsl 63), -(1 bsl 200)])},
+     {"term_nul_key.etf", term_to_binary(#{<<"a", 0>> => 1})},
      {"term_bad.etf", term_to_binary([{tuple}, undefined, <<255>>, <<1:3>>, [a | b]])},
      {"term_dup_key.etf", term_to_binary(#{a => 1, <<"a">> => 2})},
      %% found by fuzzing: an empty map (no key list to check), then junk
-     {"term_empty_map.etf", <<131, 116, 0:32, 0, 1, "aa", 2>>}].
+     {"term_empty_map.etf", <<131, 116, 0:32, 0, 1, "aa", 2>>},
+     %% found by fuzzing: an ATOM_UTF8_EXT key that is not UTF-8 (ei does not check)
+     {"term_atom_key_not_utf8.etf", <<131, 116, 1:32, 119, 2, $a, 16#83, 97, 1>>}].
 %% Server -> client websocket bytes. Mode byte: bit 0 = starts with the
 %% answer to the upgrade; the rest = chunk size - 1.
 ws_streams() ->
