@@ -695,7 +695,8 @@ release_token(Token, #st{pacing = P} = St) ->
 %%====================================================================
 
 %% Registers a request (its deadline timer runs from now).
--spec new_req(from(), tuple(), timeout() | default, state()) -> {reference(), #req{}, state()}.
+-spec new_req(from() | {stream_http, tickle | ssodh}, tuple(), timeout() | default, state()) ->
+    {reference(), #req{}, state()}.
 new_req(From, Call, Timeout0, St) ->
     Timeout = case Timeout0 of
                   default -> St#st.request_timeout;
