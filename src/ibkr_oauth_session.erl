@@ -63,7 +63,7 @@
 -type own() :: lst | ssodh | tickle.
 -type pending() :: {call, from()} | {lst_complete, from()} | {req, reference()}
                  | {own, own()} | reinit
-                 | {stream, ws_open | ws_send | ws_close}.
+                 | {stream, {ws_open, id()} | ws_send | ws_close}.
 -type job() :: {req, reference()} | own().
 -type token() :: ibkr_oauth_ratelimit:token().
 
@@ -640,8 +640,10 @@ handle_reply({own, tickle}, Reply, St0) ->
             logger:warning("ibkr_oauth: " ++ Format, Args, ?META),
             {noreply, pump(St)}
     end;
-handle_reply({stream, ws_open}, Reply, St) ->
+handle_reply({stream, {ws_open, Id}}, Reply, #st{ws_open_id = Id} = St) ->
     {noreply, ws_open_reply(Reply, St)};
+handle_reply({stream, {ws_open, _}}, _Reply, St) ->
+    {noreply, St};                                % superseded: its socket was replaced
 handle_reply({stream, _}, _Reply, St) ->
     {noreply, St};                                % ws_send/ws_close: the events tell
 handle_reply(reinit, ok, St) ->
@@ -986,8 +988,10 @@ stream_action({ws_send, Conn, Frame}, St) ->
 stream_action({ws_open, #{cookie := Cookie}}, St) ->
     Opts = #{cookie => Cookie, user_agent => <<"ibkr_oauth">>,
              timeout => handshake_timeout(St)},
-    case port_send({ws_open, Opts}, {stream, ws_open}, none, St) of
-        {ok, Id, St1} -> St1#st{ws_open_id = Id};
+    case port_send({ws_open, Opts}, {stream, {ws_open, 0}}, none, St) of
+        {ok, Id, St1} ->
+            %% the answer is matched to this id: an earlier ws_open's is stale
+            St1#st{ws_open_id = Id, pending = (St1#st.pending)#{Id := {stream, {ws_open, Id}}}};
         {error, E, St1} -> ws_open_reply(E, St1#st{ws_open_id = undefined})
     end;
 stream_action({ws_close, Conn}, St) ->
