@@ -31,9 +31,9 @@
 %% read by each new socket): hb_ms (10000), tic_timeout_ms (60000),
 %% smd_rate_ms (200), smd_expiry_ms (900000), max_message (1048576).
 %%
-%% Controls: drop_all/0,1 (abrupt, or with a close frame), rotate_session/0
-%% (new tickle session; the sockets of the old one are dropped and its cookie
-%% refused), send_all/1 (a JSON term to every socket), send_sts/2,
+%% Controls: drop_all/0,1 (abrupt, or with a close frame), rotate_session/0,1
+%% (new tickle session; the sockets of the old one are dropped, or kept, and
+%% its cookie refused for new ones), send_all/1 (a JSON term to every socket), send_sts/2,
 %% subscriptions/0 (open sockets and their smd conids), stats/0, reset_stats/0.
 %%
 %% Framing (pure, also used by the test client at the end): encode_frame/1,
@@ -41,7 +41,8 @@
 -module(ibkr_fake_ws).
 
 -export([init_state/1, upgrade/2, server_call/3, server_down/2, serve/4]).
--export([configure/1, drop_all/0, drop_all/1, rotate_session/0, send_all/1, send_sts/2,
+-export([configure/1, drop_all/0, drop_all/1, rotate_session/0, rotate_session/1, send_all/1,
+         send_sts/2,
          subscriptions/0, stats/0, reset_stats/0]).
 -export([encode_frame/1, decode_frame/2, accept_key/1, json_decode/1]).
 -export([client_open/2, client_send/2, client_send_frame/2, client_recv/2, client_close/1]).
@@ -72,7 +73,11 @@ drop_all(How) -> call({drop_all, How}).
 %% A new session id for POST /tickle; sockets opened with the old one are
 %% dropped and the old cookie is refused from now on. Returns the new one.
 -spec rotate_session() -> binary().
-rotate_session() -> call(rotate_session).
+rotate_session() -> rotate_session(drop).
+
+%% keep: the old sockets stay open (only new upgrades need the new cookie).
+-spec rotate_session(drop | keep) -> binary().
+rotate_session(How) when How =:= drop; How =:= keep -> call({rotate_session, How}).
 
 -spec send_all(term()) -> non_neg_integer().
 send_all(Term) -> call({send_all, ibkr_fake_server:json(Term)}).
@@ -188,9 +193,9 @@ server_call({event, E}, _From, S = #{ws := Ws}) ->
 server_call({drop_all, How}, _From, S = #{ws := #{sockets := Socks}}) ->
     _ = [Pid ! {drop, How} || Pid <- maps:keys(Socks)],
     {reply, map_size(Socks), S};
-server_call(rotate_session, _From, S = #{ws := #{sockets := Socks}, session_id := Old}) ->
+server_call({rotate_session, How}, _From, S = #{ws := #{sockets := Socks}, session_id := Old}) ->
     New = ibkr_server_crypto:hex(crypto:strong_rand_bytes(16)),
-    _ = [Pid ! {drop, abrupt} || {Pid, Session} <- maps:to_list(Socks), Session =:= Old],
+    _ = [Pid ! {drop, abrupt} || How =:= drop, {Pid, Session} <- maps:to_list(Socks), Session =:= Old],
     {reply, New, S#{session_id := New}};
 server_call({send_all, Json}, _From, S = #{ws := #{sockets := Socks}}) ->
     _ = [Pid ! {send, Json} || Pid <- maps:keys(Socks)],

@@ -14,7 +14,7 @@
          port_killed/1, brokerage_session_lost/1, slow_subscriber/1,
          dead_subscriber_unsubscribed/1, fan_out_shares_one_subscription/1,
          unsubscribe_closes_socket/1, stop_tells_subscribers/1, smd_expiry_is_silent/1,
-         reconnect_through_refusals/1]).
+         reconnect_through_refusals/1, tickle_reports_new_session/1]).
 
 -define(F, ibkr_fake_server).
 -define(W, ibkr_fake_ws).
@@ -30,7 +30,8 @@ all() ->
     [market_data_ticks, other_streams, bad_topics, dropped_socket, rotated_session,
      smd_expiry_refreshed, lst_renewal, port_killed, brokerage_session_lost, slow_subscriber,
      dead_subscriber_unsubscribed, fan_out_shares_one_subscription, unsubscribe_closes_socket,
-     stop_tells_subscribers, smd_expiry_is_silent, reconnect_through_refusals].
+     stop_tells_subscribers, smd_expiry_is_silent, reconnect_through_refusals,
+     tickle_reports_new_session].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ibkr_oauth),
@@ -75,6 +76,7 @@ session_options(brokerage_session_lost) -> #{brokerage_session => true};
 %% renew 1 s before expiry (a short LST is refused when it would not outlive
 %% the margin)
 session_options(lst_renewal) -> #{refresh_margin => 1};
+session_options(tickle_reports_new_session) -> #{tickle_interval => 300};
 session_options(_) -> #{}.
 
 %%% ----------------------------------------------------------------- cases
@@ -294,6 +296,17 @@ reconnect_through_refusals(Config) ->
              end),
     #{statuses := #{503 := 2}} = ?F:stats(),
     #{connections := 2} = ?W:stats().
+
+%% The session changes while the socket stays open: the session's next
+%% periodic tickle reports it, and the stream moves to a socket with the new
+%% cookie (the old one would not survive at IBKR).
+tickle_reports_new_session(Config) ->
+    recovers(Config, "tickle reports a new session", fun() -> _ = ?W:rotate_session(keep) end),
+    [#{session := Session}] = ?W:subscriptions(),
+    #{connections := 2} = ?W:stats(),
+    {ok, #{status := 200, body := Body}} =
+        ibkr_oauth:request(?config(session, Config), post, <<"/tickle">>, #{}),
+    ?assertMatch({match, _}, re:run(Body, Session)).
 
 stop_tells_subscribers(Config) ->
     S = ?config(session, Config),
