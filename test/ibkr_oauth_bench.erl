@@ -7,7 +7,7 @@
 %% port's owner forwards the reply, i.e. the least an Erlang wrapper can do).
 %% Throughput runs are time-boxed so the whole bench stays under 2 minutes.
 -module(ibkr_oauth_bench).
--export([main/0, write_frames/2, ws_stream/0]).
+-export([main/0, write_frames/2, ws_stream/0, session_stream/0]).
 
 -define(N_SEQ, 20000).
 -define(WARMUP, 2000).
@@ -48,6 +48,7 @@ run() ->
     {EchoStart, PortStart, Ready} = start_times(),
     {Req, HttpMem} = request_throughput(),
     {WsRate, WsLat} = ws_stream(),
+    {SsRate, SsLat} = session_stream(),
     E50 = p(50, Echo),
     Lat = fun(Name, Us, Target) -> {Name, us(Us), Us / E50, Target} end,
     Tp = fun(C, R, Target) ->
@@ -78,7 +79,12 @@ run() ->
             {"request/4 GET, local fake server (TLS, reused), 16 callers", per_s(Req), none, "-"},
             {"websocket messages delivered, local TLS sender (raw port)", per_s(WsRate), none,
              ">= 100000 /s"},
-            Lat("websocket message, ssl:send to event in owner p50", WsLat, "<= 1.5x floor")],
+            Lat("websocket message, ssl:send to event in owner p50", WsLat, "-"),
+            {"stream messages to one subscriber via session (best of 3)", per_s(SsRate), none,
+             ">= 100000 /s"},
+            Lat("stream message, ssl:send to subscriber mailbox p50", p(50, SsLat),
+                "<= 1.5x floor"),
+            Lat("stream message, ssl:send to subscriber mailbox p99", p(99, SsLat), "-")],
     print(Rows),
     io:format("~nVmRSS counts every resident page mapped, most of it libcrypto, libcurl and "
               "their dependencies,~nshared with every other process using them (page cache); "
@@ -342,6 +348,72 @@ ws_stream() ->
     _ = ssl:close(S),
     ibkr_ws_peer:close(Peer),
     {Rate, Lat}.
+
+%% The whole path through a real session: ibkr_oauth:subscribe/2 to market
+%% data, served by the fake IBKR websocket (test/ibkr_fake_ws.erl) over TLS
+%% on this host. (a) Messages per second from the sender's first ssl:send
+%% to the last {ibkr_oauth, Sub, {data, Map}} in the subscriber's mailbox,
+%% ?SS_N market-data-sized frames written ?WS_BATCH per ssl:send; best of
+%% ?ROUNDS. (b) One message at a time: the sender puts
+%% erlang:monotonic_time(nanosecond) in the frame just before its ssl:send
+%% (same node, same clock), the subscriber subtracts it from the time it
+%% takes the message out of its mailbox; sorted samples. The subscriber is
+%% a fresh process (an empty mailbox). Exported to run alone:
+%% ibkr_oauth_bench:session_stream().
+-define(SS_N, 100000).
+-define(SS_LAT_N, 2000).
+-spec session_stream() -> {float(), [float()]}.
+session_stream() ->
+    Self = self(),
+    {Pid, Ref} = spawn_monitor(fun() -> Self ! {self(), session_stream_run()} end),
+    receive
+        {Pid, Result} -> demonitor(Ref, [flush]), Result;
+        {'DOWN', Ref, process, Pid, Why} -> error({session_stream, Why})
+    end.
+
+-spec session_stream_run() -> {float(), [float()]}.
+session_stream_run() ->
+    %% no periodic ticks from the fake (only the one at subscribe)
+    {ok, #{config := Config}} =
+        ibkr_fake_server:start_from_vectors(public, #{ws => #{smd_rate_ms => 3600000}}),
+    {ok, S} = ibkr_oauth:start_link(Config),
+    Conid = 265598,
+    {ok, Sub} = ibkr_oauth:subscribe(S, {market_data, Conid, [<<"31">>, <<"84">>, <<"86">>]}),
+    receive {ibkr_oauth, Sub, {status, up}} -> ok after 10000 -> error(stream_not_up) end,
+    ok = sub_data(Sub, 1),
+    Tick = <<"{\"topic\":\"smd+265598\",\"conid\":265598,\"_updated\":1700000000000,"
+             "\"31\":\"189.60\",\"84\":\"189.59\",\"86\":\"189.61\"}">>,
+    Rates = [begin
+                 T0 = erlang:monotonic_time(microsecond),
+                 1 = ibkr_fake_ws:blast(Tick, ?SS_N, ?WS_BATCH),
+                 ok = sub_data(Sub, ?SS_N),
+                 ?SS_N / ((erlang:monotonic_time(microsecond) - T0) / 1.0e6)
+             end || _ <- lists:seq(1, ?ROUNDS)],
+    Stamped = fun() ->
+                      [<<"{\"topic\":\"smd+265598\",\"conid\":265598,\"_updated\":">>,
+                       integer_to_binary(erlang:monotonic_time(nanosecond)),
+                       <<",\"31\":\"189.60\",\"84\":\"189.59\",\"86\":\"189.61\"}">>]
+              end,
+    One = fun() ->
+                  1 = ibkr_fake_ws:send_made(Stamped),
+                  receive
+                      {ibkr_oauth, Sub, {data, #{<<"_updated">> := Sent}}} ->
+                          (erlang:monotonic_time(nanosecond) - Sent) / 1000
+                  after 10000 -> error(no_stream_message)
+                  end
+          end,
+    [One() || _ <- lists:seq(1, 200)],
+    Lat = lists:sort([One() || _ <- lists:seq(1, ?SS_LAT_N)]),
+    ok = ibkr_oauth:stop(S),
+    ibkr_fake_server:stop(),
+    {lists:max(Rates), Lat}.
+
+-spec sub_data(reference(), non_neg_integer()) -> ok.
+sub_data(_Sub, 0) -> ok;
+sub_data(Sub, N) ->
+    receive {ibkr_oauth, Sub, {data, _}} -> sub_data(Sub, N - 1)
+    after 10000 -> error({stream_messages_missing, N})
+    end.
 
 -spec ws_await(port(), pos_integer()) -> term().
 ws_await(P, Id) ->
