@@ -7,7 +7,7 @@
 %% port's owner forwards the reply, i.e. the least an Erlang wrapper can do).
 %% Throughput runs are time-boxed so the whole bench stays under 2 minutes.
 -module(ibkr_oauth_bench).
--export([main/0, write_frames/2, ws_stream/0, session_stream/0]).
+-export([main/0, write_frames/2, ws_stream/0, session_stream/0, tls_one_way/0]).
 
 -define(N_SEQ, 20000).
 -define(WARMUP, 2000).
@@ -49,6 +49,7 @@ run() ->
     {Req, HttpMem} = request_throughput(),
     {WsRate, WsLat} = ws_stream(),
     {SsRate, SsLat} = session_stream(),
+    TlsLat = tls_one_way(),
     E50 = p(50, Echo),
     Lat = fun(Name, Us, Target) -> {Name, us(Us), Us / E50, Target} end,
     Tp = fun(C, R, Target) ->
@@ -80,11 +81,15 @@ run() ->
             {"websocket messages delivered, local TLS sender (raw port)", per_s(WsRate), none,
              ">= 100000 /s"},
             Lat("websocket message, ssl:send to event in owner p50", WsLat, "-"),
+            Lat("TLS loopback in the VM, ssl:send to {ssl, _, _} p50 (sender floor)",
+                p(50, TlsLat), "-"),
             {"stream messages to one subscriber via session (best of 3)", per_s(SsRate), none,
              ">= 100000 /s"},
             Lat("stream message, ssl:send to subscriber mailbox p50", p(50, SsLat),
                 "<= 1.5x floor"),
-            Lat("stream message, ssl:send to subscriber mailbox p99", p(99, SsLat), "-")],
+            Lat("stream message, ssl:send to subscriber mailbox p99", p(99, SsLat), "-"),
+            Lat("stream message p50 minus sender floor p50 (added past TLS)",
+                p(50, SsLat) - p(50, TlsLat), "-")],
     print(Rows),
     io:format("~nVmRSS counts every resident page mapped, most of it libcrypto, libcurl and "
               "their dependencies,~nshared with every other process using them (page cache); "
@@ -407,6 +412,55 @@ session_stream_run() ->
     ok = ibkr_oauth:stop(S),
     ibkr_fake_server:stop(),
     {lists:max(Rates), Lat}.
+
+%% What the local sender alone costs: an Erlang TLS client sends a
+%% tick-sized record with a monotonic timestamp inside to an Erlang TLS
+%% server socket in active mode (no port, no websocket framing); sorted
+%% one-way times, one message at a time, from ssl:send to the {ssl, S, Data}
+%% message in the receiver's mailbox.
+-spec tls_one_way() -> [float()].
+tls_one_way() ->
+    Peer = #{port := Port, ca_file := CaFile} = ibkr_ws_peer:listen(),
+    Self = self(),
+    Receiver = spawn_link(fun() ->
+                                  S = ibkr_ws_peer:accept(Peer),
+                                  ok = ssl:setopts(S, [{active, true}]),
+                                  Self ! {self(), ready},
+                                  tls_receive(S, Self)
+                          end),
+    {ok, C} = ssl:connect("localhost", Port, [binary, {active, false}, {verify, verify_peer},
+                                              {cacertfile, binary_to_list(CaFile)}], 10000),
+    receive {Receiver, ready} -> ok after 10000 -> error(tls_receiver) end,
+    Pad = binary:copy(<<"x">>, 112),
+    One = fun() ->
+                  ok = ssl:send(C, <<(erlang:monotonic_time(nanosecond)):64/signed, Pad/binary>>),
+                  receive {Receiver, Us} -> Us after 10000 -> error(tls_one_way) end
+          end,
+    [One() || _ <- lists:seq(1, 200)],
+    Lat = lists:sort([One() || _ <- lists:seq(1, ?SS_LAT_N)]),
+    _ = ssl:close(C),
+    unlink(Receiver),
+    exit(Receiver, kill),
+    ibkr_ws_peer:close(Peer),
+    Lat.
+
+%% A record can arrive split or joined with the next: only the first
+%% 8 bytes of each whole message carry the stamp (one message in flight).
+-spec tls_receive(ssl:sslsocket(), pid()) -> no_return().
+tls_receive(S, To) ->
+    tls_receive(S, To, <<>>).
+
+-spec tls_receive(ssl:sslsocket(), pid(), binary()) -> no_return().
+tls_receive(S, To, Buf) ->
+    receive
+        {ssl, S, Data} ->
+            case <<Buf/binary, Data/binary>> of
+                <<Sent:64/signed, _:112/binary>> ->
+                    To ! {self(), (erlang:monotonic_time(nanosecond) - Sent) / 1000},
+                    tls_receive(S, To, <<>>);
+                Part -> tls_receive(S, To, Part)
+            end
+    end.
 
 -spec sub_data(reference(), non_neg_integer()) -> ok.
 sub_data(_Sub, 0) -> ok;
