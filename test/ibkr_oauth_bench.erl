@@ -81,7 +81,7 @@ run() ->
             {"websocket messages delivered, local TLS sender (raw port)", per_s(WsRate), none,
              ">= 100000 /s"},
             Lat("websocket message, ssl:send to event in owner p50", WsLat, "-"),
-            Lat("TLS loopback in the VM, ssl:send to {ssl, _, _} p50 (sender floor)",
+            Lat("TLS loopback in the VM, one way p50 (sender floor)",
                 p(50, TlsLat), "-"),
             {"stream messages to one subscriber via session (best of 3)", per_s(SsRate), none,
              ">= 100000 /s"},
