@@ -191,8 +191,9 @@ request_log_events(Config) ->
         ?assertMatch([#{level := info}], [E || #{meta := #{event := handshake}} = E <- Evs]),
         %% A failure: info with the error; the port's death: a warning.
         ok = ?F:set_fault({status, 401, 4}),
-        {error, {http, 401, _}} = ibkr_oauth:request(S, get, ?POSITIONS, #{}),
-        ?assertMatch([#{level := info, meta := #{status := undefined, error := {http, 401, _}}}],
+        {error, {ibkr, unauthorized, _}} = ibkr_oauth:request(S, get, ?POSITIONS, #{}),
+        %% (IBKR's own error: logged with its status and kind)
+        ?assertMatch([#{level := info, meta := #{status := 401, error := {ibkr, unauthorized}}}],
                      [E || #{meta := #{event := request}} = E <- events()]),
         ok = ?F:clear_faults(),
         ?L:kill_os(ibkr_oauth:os_pid(S)),
