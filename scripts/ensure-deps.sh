@@ -10,7 +10,8 @@ build_pkgs=(gcc make pkg-config ca-certificates
     erlang-base erlang-dev erlang-crypto erlang-public-key erlang-ssl erlang-inets
     erlang-syntax-tools erlang-tools rebar3
     libssl-dev libcurl4-openssl-dev libjson-c-dev libwslay-dev)
-test_pkgs=(libcmocka-dev erlang-common-test erlang-eunit erlang-proper erlang-dialyzer erlang-edoc
+test_pkgs=(libcmocka-dev erlang-common-test erlang-eunit erlang-dialyzer erlang-edoc
+    erlang-proper erlang-proper-dev
     elixir valgrind)
 dev_pkgs=(clang libclang-rt-14-dev clang-tidy cppcheck)
 

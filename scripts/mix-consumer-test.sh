@@ -55,7 +55,7 @@ test_dir = Path.expand("../ibkr_oauth/test")
 out = Path.expand("_build/fake_server_ebin")
 File.mkdir_p!(out)
 
-for mod <- ~w(ibkr_test_lib ibkr_server_crypto ibkr_fake_json ibkr_fake_api ibkr_fake_server) do
+for mod <- ~w(ibkr_test_lib ibkr_server_crypto ibkr_fake_json ibkr_fake_api ibkr_fake_ws ibkr_fake_server) do
   {:ok, _} = :compile.file(to_charlist(Path.join(test_dir, mod <> ".erl")), [:report, outdir: to_charlist(out)])
 end
 

@@ -97,7 +97,8 @@ port=$work/pkg/_build/default/lib/ibkr_oauth/priv/ibkr_oauth_port
 # of the package: compiled from here, apart from the package's code path.
 mkdir "$work/test_ebin"
 erlc -o "$work/test_ebin" "$root/test/ibkr_test_lib.erl" "$root/test/ibkr_server_crypto.erl" \
-    "$root/test/ibkr_fake_json.erl" "$root/test/ibkr_fake_api.erl" "$root/test/ibkr_fake_server.erl"
+    "$root/test/ibkr_fake_json.erl" "$root/test/ibkr_fake_api.erl" "$root/test/ibkr_fake_ws.erl" \
+    "$root/test/ibkr_fake_server.erl"
 
 cat > "$work/session.escript" <<'EOF'
 %% session.escript PKG: starts the packaged application, a session against the

@@ -44,12 +44,13 @@
          sign/3, sign/4,
          request/3, request/4,
          websocket_info/1,
+         subscribe/2, subscribe/3, unsubscribe/2,
          stats/1, os_pid/1]).
 -export([doctor/1, doctor/2]).
 
 -export_type([server/0, name/0, key/0, config/0, method/0, pins/0, request_opts/0,
               sign_opts/0, response/0, stats/0, rate_limit/0, websocket/0, json/0,
-              json_error/0]).
+              json_error/0, topic/0, sub/0]).
 
 -type server() :: pid() | atom() | {via, module(), term()} | {global, term()}.
 %% How a session is registered: as for `gen_server', or `{cluster, Name}':
@@ -74,7 +75,8 @@
     tickle_interval     => pos_integer() | infinity,
     refresh_margin      => non_neg_integer(),
     query_signing       => params | none,
-    rate_limit          => rate_limit()}.
+    rate_limit          => rate_limit(),
+    smd_refresh_interval => pos_integer()}.
 %% `none', or requests per second for the session (`global', default 50)
 %% and per endpoint (`{PathPrefix, Limit, PeriodMs}', default IBKR's table,
 %% see {@link ibkr_oauth_ratelimit}).
@@ -95,13 +97,22 @@
 -type json_error() :: empty | syntax | utf8 | depth | too_large | number | nomem.
 -type websocket() :: #{url := binary(), session := binary(), cookie := binary(),
                        headers := [{binary(), binary()}]}.
+%% A websocket stream (see {@link subscribe/3}).
+-type topic() :: ibkr_oauth_stream:topic().
+-type sub() :: reference().
 -type stats() :: #{requests := non_neg_integer(), handshakes := non_neg_integer(),
                    errors := non_neg_integer(), port_restarts := non_neg_integer(),
                    in_flight := non_neg_integer(), queued := non_neg_integer(),
                    rate_limited := non_neg_integer(), rate_limit_queued := non_neg_integer(),
                    authenticated := boolean(), handshake_in_flight := boolean(),
                    expires_at := integer() | undefined, epoch := non_neg_integer(),
-                   os_pid := non_neg_integer() | undefined, node := node()}.
+                   os_pid := non_neg_integer() | undefined, node := node(),
+                   stream_subscriptions := non_neg_integer(), stream_topics := non_neg_integer(),
+                   stream_state := idle | connecting | up, stream_connects := non_neg_integer(),
+                   stream_downs := non_neg_integer(), stream_messages := non_neg_integer(),
+                   stream_delivered := non_neg_integer(),
+                   stream_subscribe_frames := non_neg_integer(),
+                   stream_smd_refreshes := non_neg_integer()}.
 
 %% Waits for calls answered by the port without network (sign, lst_request...).
 -define(CALL_TIMEOUT, 15000).
@@ -664,6 +675,70 @@ body(B) ->
 websocket_info(Server) ->
     call(Server, websocket_info, ?BACKSTOP).
 
+%% @doc {@link subscribe/3} for the calling process.
+-spec subscribe(server(), topic()) -> {ok, sub()} | {error, term()}.
+subscribe(Server, Topic) -> subscribe(Server, Topic, #{}).
+
+%% @doc Subscribes a process (the caller, or `to') to an IBKR websocket
+%% stream held by the session. `Topic':
+%% ```
+%% {market_data, Conid, Fields}    smd+Conid+{"fields":Fields}, e.g. {market_data, 265598, [<<"31">>, <<"84">>]}
+%% orders | trades | pnl           sor+{} | str+{} | spl{}
+%% {account_summary, Account}      ssd+Account+{}
+%% {account_ledger, Account}       sld+Account+{}
+%% {raw, SubscribeFrame, UnsubscribeFrame | none, RouteTopic}
+%% '''
+%% The subscriber receives `{ibkr_oauth, Sub, {data, Msg}}' for each server
+%% frame whose `topic' is the stream's (`smd+Conid', `sor', `str', `spl',
+%% `ssd+Account', `sld+Account', or `RouteTopic'), `Msg' the frame's JSON
+%% decoded by the port (objects as maps with binary keys), and
+%% `{ibkr_oauth, Sub, {status, up}}' / `{ibkr_oauth, Sub, {status, {down,
+%% Reason}}}' when the stream becomes usable / stops being usable (then data
+%% may have been missed: resynchronise by REST when that matters). Statuses
+%% alternate, starting with `up'.
+%%
+%% The session opens the websocket on the first subscription (tickle for
+%% the cookie, the brokerage session for `smd', `sor', `str'), sends `tic'
+%% every 30 s, treats 25 s without a frame as a dead socket, reconnects
+%% with backoff (1 s to 60 s, jittered) and resubscribes, sends each `smd'
+%% again every `smd_refresh_interval', and reconnects after a new LST, a new
+%% port, a changed tickle session or a lost brokerage session. Subscribers
+%% of the same stream share one IBKR subscription (market data: the union
+%% of the fields; each subscriber gets whole frames). Subscribers are
+%% monitored; the last one to leave or die unsubscribes at IBKR, and the
+%% socket closes when no stream is left. Errors: `{badarg, topic}' (e.g. a
+%% conid that is not a positive integer, a field or account with characters
+%% other than letters, digits, `_' (and `.', `-' for accounts)),
+%% `{badarg, to}', `{badarg, opts}', and those of any call to the session.
+-spec subscribe(server(), topic(), #{to => pid()}) -> {ok, sub()} | {error, term()}.
+subscribe(Server, Topic, Opts) ->
+    case {ibkr_oauth_stream:validate(Topic), Opts} of
+        {{error, _} = E, _} -> E;
+        {ok, #{to := Pid}} when is_pid(Pid) -> call(Server, {subscribe, Topic, Pid}, ?CALL_TIMEOUT);
+        {ok, #{to := _}} -> {error, {badarg, to}};
+        {ok, #{}} -> call(Server, {subscribe, Topic, self()}, ?CALL_TIMEOUT);
+        {ok, _} -> {error, {badarg, opts}}
+    end.
+
+%% @doc Ends a subscription (an unknown or finished one: `ok' too). No
+%% message for it is sent after this returns, and when the caller is the
+%% subscriber, those already in its mailbox are removed.
+-spec unsubscribe(server(), sub()) -> ok | {error, term()}.
+unsubscribe(Server, Sub) when is_reference(Sub) ->
+    case call(Server, {unsubscribe, Sub}, ?CALL_TIMEOUT) of
+        ok -> flush_sub(Sub);
+        {error, _} = E -> E;
+        _ -> {error, {badarg, server}}
+    end;
+unsubscribe(_Server, _Sub) ->
+    {error, {badarg, sub}}.
+
+-spec flush_sub(sub()) -> ok.
+flush_sub(Sub) ->
+    receive {ibkr_oauth, Sub, _} -> flush_sub(Sub)
+    after 0 -> ok
+    end.
+
 %%====================================================================
 %% Introspection
 %%====================================================================
@@ -678,7 +753,13 @@ websocket_info(Server) ->
 %% `handshake_in_flight', `expires_at' (epoch ms or `undefined'), `epoch'
 %% (number of LSTs so far), `os_pid' (of the port program), `node' (where
 %% the session runs: with `{global, Name}', e.g. a cluster session, the node
-%% that owns it now).
+%% that owns it now). Streams
+%% ({@link subscribe/3}): `stream_subscriptions' (subscribers' subscriptions),
+%% `stream_topics' (IBKR-side subscriptions), `stream_state' (`idle', `connecting'
+%% or `up'), `stream_connects' (websockets opened), `stream_downs' (sockets
+%% lost), `stream_messages' (JSON frames received), `stream_delivered'
+%% (data messages sent to subscribers), `stream_subscribe_frames',
+%% `stream_smd_refreshes'.
 -spec stats(server()) -> stats() | {error, term()}.
 stats(Server) ->
     case valid_server(Server) andalso whereis_server(Server) of

@@ -28,6 +28,10 @@
 %% `{endpoints, badarg}' (not a list) or `{endpoint, N, badarg}' (the N-th
 %% rule, from 1).
 %%
+%% `smd_refresh_interval' (ms, 1..4294967295, default 540000): how often each
+%% market-data subscription is sent again on the websocket (IBKR ends an
+%% `smd' stream silently 15 minutes after its request).
+%%
 %% `dh_prime': a hex string (either case; colons, blanks and leading `00'
 %% bytes as `openssl dhparam -text' prints them are dropped), or
 %% `{file, Path}' of a `dhparam.pem' (PKCS#3 `DH PARAMETERS'), read here:
@@ -62,7 +66,8 @@
                        tickle_interval := pos_integer() | infinity,
                        refresh_margin := non_neg_integer(),
                        query_signing := params | none,
-                       rate_limit := ibkr_oauth_ratelimit:spec()}.
+                       rate_limit := ibkr_oauth_ratelimit:spec(),
+                       smd_refresh_interval := pos_integer()}.
 -type why() :: missing | badarg | too_long | unknown_key | bad_url | too_small
              | enoent | eacces | eisdir | file_error | not_dh_params | negative
              | generator_mismatch
@@ -96,7 +101,8 @@ defaults() ->
       tickle_interval => infinity,
       refresh_margin => 300,
       query_signing => params,
-      rate_limit => ibkr_oauth_ratelimit:default_spec()}.
+      rate_limit => ibkr_oauth_ratelimit:default_spec(),
+      smd_refresh_interval => 540000}.
 
 %% @doc Validates a user config and fills in the defaults. The first problem
 %% found is returned as `{error, {bad_config, Field, Why}}'; `Field' is
@@ -141,7 +147,7 @@ seal(Config) -> fun() -> Config end.
 known_keys() ->
     ?REQUIRED ++ [dh_generator, realm, base_url, ca_file, request_timeout,
                   auto_authenticate, brokerage_session, tickle_interval,
-                  refresh_margin, query_signing, rate_limit].
+                  refresh_margin, query_signing, rate_limit, smd_refresh_interval].
 
 -spec check_unknown(map()) -> ok.
 check_unknown(Config) ->
@@ -180,6 +186,7 @@ check(request_timeout, infinity) -> infinity;
 check(request_timeout, V) when is_integer(V), V > 0, V =< ?MAX_TIMER -> V;
 check(tickle_interval, infinity) -> infinity;
 check(tickle_interval, V) when is_integer(V), V > 0, V =< ?MAX_TIMER -> V;
+check(smd_refresh_interval, V) when is_integer(V), V > 0, V =< ?MAX_TIMER -> V;
 check(refresh_margin, V) when is_integer(V), V >= 0, V =< ?MAX_TIMER div 1000 -> V;
 check(K, V) when (K =:= auto_authenticate orelse K =:= brokerage_session),
                  is_boolean(V) -> V;

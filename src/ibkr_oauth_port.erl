@@ -172,4 +172,8 @@ known_atoms() ->
      live_session_token_expiration, consumer_key, access_token,
      access_token_secret, dh_prime, dh_generator, realm, encryption_key,
      signature_key, base_url, ca_file, query_signing, params, none, file,
-     pem, opts, field, id].
+     pem, opts, field, id,
+     %% websocket commands, events and reasons
+     ws_open, ws_send, ws_close, ws, message, text, closed, replaced, close,
+     protocol, ws_accept, ws_upgrade, busy, conn, cookie, user_agent,
+     max_message].

@@ -22,7 +22,7 @@
 
 %% @doc A request for `PathQuery' (relative to `BaseUrl'), started at `NowUs'
 %% (monotonic us), due at `Deadline' (monotonic ms or `infinity').
--spec new(gen_server:from(), {atom(), binary(), [{binary(), binary()}], binary()}, binary(),
+-spec new(gen_server:from() | {stream_http, tickle | ssodh}, {atom(), binary(), [{binary(), binary()}], binary()}, binary(),
           integer() | infinity, integer()) -> req().
 new(From, {Method, PathQuery, Headers, Body}, BaseUrl, Deadline, NowUs) ->
     [Path | _] = binary:split(PathQuery, <<"?">>),

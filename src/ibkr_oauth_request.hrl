@@ -1,6 +1,7 @@
 %% One request/4 call while the session holds it (see ibkr_oauth_request).
 -record(req, {
-    from :: gen_server:from(),
+    %% a caller, or the stream's own tickle/ssodh (answered as a message)
+    from :: gen_server:from() | {stream_http, tickle | ssodh},
     method :: atom(),
     url :: binary(),
     path = <<>> :: binary(),                   % relative, without the query

@@ -62,7 +62,8 @@
 -type from() :: gen_server:from().
 -type own() :: lst | ssodh | tickle.
 -type pending() :: {call, from()} | {lst_complete, from()} | {req, reference()}
-                 | {own, own()} | reinit.
+                 | {own, own()} | reinit
+                 | {stream, {ws_open, id()} | ws_send | ws_close}.
 -type job() :: {req, reference()} | own().
 -type token() :: ibkr_oauth_ratelimit:token().
 
@@ -95,7 +96,13 @@
     outbox_bytes = 0 :: non_neg_integer(),
     hs_t0 = 0 :: integer(),                     % native monotonic: the handshake's start (telemetry)
     counters = #{requests => 0, handshakes => 0, errors => 0,
-                 port_restarts => 0, rate_limited => 0} :: #{atom() => non_neg_integer()}
+                 port_restarts => 0, rate_limited => 0} :: #{atom() => non_neg_integer()},
+    %% Streaming (see the "Streaming" section): the policy, the monitors of
+    %% its subscribers, its one timer, the id of the ws_open it waits for.
+    stream :: ibkr_oauth_stream:state(),
+    stream_mons = #{} :: #{pid() => reference()},
+    stream_timer :: {reference(), reference(), integer()} | undefined,  % timer, tag, due (ms)
+    ws_open_id :: id() | undefined
 }).
 -type state() :: #st{}.
 
@@ -177,6 +184,7 @@ init_session(V) ->
                                 tickle_interval = maps:get(tickle_interval, V),
                                 lst = Lst,
                                 pacing = ibkr_oauth_pacing:new(maps:get(rate_limit, V)),
+                                stream = new_stream(V),
                                 next_id = 2}),
             case maps:get(auto_authenticate, V) of
                 true -> {ok, pump(with_lst(ibkr_oauth_lst:start_background(sys_now(), Lst), St))};
@@ -226,6 +234,15 @@ handle_call({port, Cmd}, From, St) ->
             end;
         false -> {reply, {error, {badarg, command}}, St}
     end;
+handle_call({subscribe, Topic, Pid}, _From, St) when is_pid(Pid) ->
+    case ibkr_oauth_stream:validate(Topic) of
+        ok ->
+            Sub = make_ref(),
+            {reply, {ok, Sub}, stream_input({subscribe, Sub, Pid, Topic}, St)};
+        {error, _} = E -> {reply, E, St}
+    end;
+handle_call({unsubscribe, Sub}, _From, St) ->
+    {reply, ok, stream_input({unsubscribe, Sub}, St)};
 handle_call(stats, _From, St) ->
     {reply, stats(St), St};
 handle_call(os_pid, _From, St) ->
@@ -241,6 +258,8 @@ handle_cast(_Msg, St) -> {noreply, St}.
 -spec handle_info(term(), state()) -> {noreply, state()} | {stop, term(), state()}.
 handle_info({Port, {data, Bin}}, #st{port = Port} = St) ->
     case ibkr_oauth_port:decode(Bin) of
+        {ok, 0, {ws, Conn, E}} ->
+            {noreply, stream_input({ws_event, Conn, E}, St)};
         {ok, 0, Event} ->
             ibkr_oauth_port_io:event(Event),
             {noreply, St};
@@ -289,6 +308,18 @@ handle_info({hs_watchdog, Id}, #st{pending = P} = St) ->
             handle_reply(What, {error, timeout}, St#st{pending = P1});
         _ -> {noreply, St}                        % that step ended
     end;
+handle_info({stream_tick, Ref}, #st{stream_timer = {_, Ref, _}} = St) ->
+    {noreply, stream_input(tick, St#st{stream_timer = undefined})};
+handle_info({stream_tick, _}, St) ->
+    {noreply, St};                                % a replaced timer
+handle_info({{stream_http, What}, Reply}, St) ->
+    {noreply, stream_http_reply(What, Reply, St)};
+handle_info({'DOWN', Ref, process, Pid, _}, #st{stream_mons = Mons} = St) ->
+    case maps:find(Pid, Mons) of
+        {ok, Ref} ->
+            {noreply, stream_input({subscriber_down, Pid}, St#st{stream_mons = maps:remove(Pid, Mons)})};
+        _ -> {noreply, St}
+    end;
 handle_info({Port, _}, St) when is_port(Port) ->
     {noreply, St};                                % an old port's leftovers
 handle_info({'EXIT', _, _}, St) ->
@@ -302,6 +333,7 @@ handle_info(Msg, St) ->
 %% is closed (the C program exits on EOF).
 -spec terminate(term(), state()) -> ok.
 terminate(Reason, St0) ->
+    stream_stopped(St0),
     Logout = ibkr_oauth_lst:live(sys_now(), St0#st.lst) andalso St0#st.managed
         andalso not port_reason(Reason),
     St = fail_all(port_down, St0),
@@ -599,12 +631,18 @@ handle_reply({lst_complete, From}, Reply, St) ->
     {noreply, pump(count_reply(Reply, St1))};
 handle_reply({req, Ref}, Reply, St) ->
     {noreply, pump(req_reply(Ref, Reply, St))};
-handle_reply({own, lst}, Reply, St) ->
-    {noreply, pump(with_lst(ibkr_oauth_lst:lst_done(Reply, sys_now(), St#st.lst), St))};
+handle_reply({own, lst}, Reply, #st{lst = L0} = St) ->
+    St1 = pump(with_lst(ibkr_oauth_lst:lst_done(Reply, sys_now(), L0), St)),
+    %% A new LST replacing one: the stream reconnects with the new session.
+    case ibkr_oauth_lst:expires_at(L0) =/= undefined
+        andalso ibkr_oauth_lst:epoch(St1#st.lst) > ibkr_oauth_lst:epoch(L0) of
+        true -> {noreply, stream_input(lst_renewed, St1)};
+        false -> {noreply, St1}
+    end;
 handle_reply({own, ssodh}, Reply, St) ->
     {noreply, pump(with_lst(ibkr_oauth_lst:ssodh_done(Reply, St#st.lst), St))};
 handle_reply({own, tickle}, Reply, St0) ->
-    St = observe_tickle(Reply, St0),
+    St = stream_input({tickle_result, tickle_result(Reply)}, observe_tickle(Reply, St0)),
     case ibkr_oauth_keepalive:tickle_done(Reply) of
         ok -> {noreply, pump(St)};
         renew ->
@@ -614,6 +652,12 @@ handle_reply({own, tickle}, Reply, St0) ->
             logger:warning("ibkr_oauth: " ++ Format, Args, ?META),
             {noreply, pump(St)}
     end;
+handle_reply({stream, {ws_open, Id}}, Reply, #st{ws_open_id = Id} = St) ->
+    {noreply, ws_open_reply(Reply, St)};
+handle_reply({stream, {ws_open, _}}, _Reply, St) ->
+    {noreply, St};                                % superseded: its socket was replaced
+handle_reply({stream, _}, _Reply, St) ->
+    {noreply, St};                                % ws_send/ws_close: the events tell
 handle_reply(reinit, ok, St) ->
     logger:notice("ibkr_oauth: port restarted (os pid ~p)", [St#st.os_pid], ?META),
     {noreply, St};
@@ -665,7 +709,8 @@ release_token(Token, #st{pacing = P} = St) ->
 %%====================================================================
 
 %% Registers a request (its deadline timer runs from now).
--spec new_req(from(), tuple(), timeout() | default, state()) -> {reference(), #req{}, state()}.
+-spec new_req(from() | {stream_http, tickle | ssodh}, tuple(), timeout() | default, state()) ->
+    {reference(), #req{}, state()}.
 new_req(From, Call, Timeout0, St) ->
     Timeout = case Timeout0 of
                   default -> St#st.request_timeout;
@@ -783,7 +828,12 @@ finish(Ref, Reply0, #st{reqs = Reqs} = St0) ->
                    end,
             log(ibkr_oauth_request:done_event(R, Done, now_us())),
             request_telemetry(R, Done),
-            gen_server:reply(From, Reply),
+            _ = case From of
+                    %% the stream policy reads the answer itself (IBKR's
+                    %% errors unclassified)
+                    {stream_http, _} -> self() ! {From, Reply0};
+                    _ -> gen_server:reply(From, Reply)
+                end,
             count_reply(Reply, St);
         error -> St0
     end.
@@ -908,8 +958,10 @@ port_exited(Why, #st{port = OldPort, pending = P} = St0) ->
                     Secrets = St2#st.secrets,
                     %% If the init cannot be sent, the port's exit message follows.
                     {_, _, St3} = port_send({init, Secrets()}, reinit, none,
-                                            St2#st{port = Port, os_pid = OsPid}),
-                    {noreply, pump(St3)};
+                                            St2#st{port = Port, os_pid = OsPid,
+                                                   ws_open_id = undefined}),
+                    %% the stream reconnects through the new port
+                    {noreply, pump(stream_input(port_down, St3))};
                 {error, Reason} ->
                     logger:error("ibkr_oauth: cannot restart the port: ~p", [Reason], ?META),
                     {stop, {shutdown, {port_open, Reason}}, St2}
@@ -948,13 +1000,162 @@ fail_all(Reason, #st{pending = P, reqs = Reqs} = St0) ->
                 maps:keys(Reqs)).
 
 %%====================================================================
+%% Streaming
+%%====================================================================
+%% The websocket streams of ibkr_oauth:subscribe/3. Every decision is made by
+%% the pure ibkr_oauth_stream; this section feeds it its inputs (calls, port
+%% events and replies, tickles, LST renewals, port restarts, monitors, its
+%% timer) and carries out the actions it returns. Its tickles and
+%% ssodh/init calls are ordinary requests (handshake first when needed, rate
+%% limit, retries), answered to this process as {{stream_http, What}, Reply}
+%% (finish/3).
+
+-spec new_stream(ibkr_oauth_config:validated()) -> ibkr_oauth_stream:state().
+new_stream(V) ->
+    Seed = {erlang:unique_integer(), erlang:monotonic_time(), erlang:system_time()},
+    ibkr_oauth_stream:new(#{smd_refresh_interval => maps:get(smd_refresh_interval, V),
+                            seed => Seed}).
+
+-spec stream_input(ibkr_oauth_stream:input(), state()) -> state().
+stream_input(Input, #st{stream = S} = St) ->
+    {Actions, S1} = ibkr_oauth_stream:handle(Input, now_ms(), S),
+    lists:foldl(fun stream_action/2, St#st{stream = S1}, Actions).
+
+-spec stream_action(ibkr_oauth_stream:action(), state()) -> state().
+stream_action({deliver, Pid, Sub, Msg}, St) ->
+    Pid ! {ibkr_oauth, Sub, Msg},
+    St;
+stream_action({ws_send, Conn, Frame}, St) ->
+    stream_port({ws_send, Conn, Frame}, ws_send, St);
+stream_action({ws_open, #{cookie := Cookie}}, St) ->
+    Opts = #{cookie => Cookie, user_agent => <<"ibkr_oauth">>,
+             timeout => handshake_timeout(St)},
+    case port_send({ws_open, Opts}, {stream, {ws_open, 0}}, none, St) of
+        {ok, Id, St1} ->
+            %% the answer is matched to this id: an earlier ws_open's is stale
+            St1#st{ws_open_id = Id, pending = (St1#st.pending)#{Id := {stream, {ws_open, Id}}}};
+        {error, E, St1} -> ws_open_reply(E, St1#st{ws_open_id = undefined})
+    end;
+stream_action({ws_close, Conn}, St) ->
+    stream_port({ws_close, Conn}, ws_close, St);
+stream_action(tickle, St) ->
+    stream_http(tickle, post, <<"/tickle">>, <<>>, St);
+stream_action(ssodh_init, St) ->
+    stream_http(ssodh, post, ?SSODH_PATH, <<"{\"publish\":true,\"compete\":true}">>, St);
+stream_action({monitor, Pid}, #st{stream_mons = Mons} = St) ->
+    St#st{stream_mons = Mons#{Pid => monitor(process, Pid)}};
+stream_action({demonitor, Pid}, #st{stream_mons = Mons} = St) ->
+    case maps:take(Pid, Mons) of
+        {Ref, Mons1} -> demonitor(Ref, [flush]), St#st{stream_mons = Mons1};
+        error -> St
+    end;
+stream_action({log, Level, Event, Meta}, St) ->
+    logger:log(Level, "ibkr_oauth: stream ~s ~0p", [Event, ibkr_oauth_redact:scrub(Meta)],
+               ?META#{event => Event}),
+    St;
+%% Most inputs (every message) move the next deadline a little later: a
+%% timer due earlier is kept (an early tick does nothing but ask for the
+%% next one), so a busy stream does not re-arm a timer per message.
+stream_action({timer, tick, infinity}, #st{stream_timer = Old} = St) ->
+    case Old of
+        {TRef, _, _} -> cancel_timer(TRef);
+        undefined -> ok
+    end,
+    St#st{stream_timer = undefined};
+stream_action({timer, tick, Ms}, #st{stream_timer = Old} = St) ->
+    Due = now_ms() + Ms,
+    case Old of
+        {_, _, OldDue} when OldDue =< Due -> St;
+        {TRef, _, _} -> cancel_timer(TRef), arm_stream_timer(Ms, Due, St);
+        undefined -> arm_stream_timer(Ms, Due, St)
+    end.
+
+-spec arm_stream_timer(non_neg_integer(), integer(), state()) -> state().
+arm_stream_timer(Ms, Due, St) ->
+    Ref = make_ref(),
+    St#st{stream_timer = {erlang:send_after(Ms, self(), {stream_tick, Ref}), Ref, Due}}.
+
+%% A websocket command whose reply does not matter (the events tell).
+-spec stream_port(term(), ws_send | ws_close, state()) -> state().
+stream_port(Cmd, What, St) ->
+    %% if the port is gone, port_down follows
+    element(3, port_send(Cmd, {stream, What}, none, St)).
+
+%% On stop: every subscriber that is up hears that its stream is down.
+-spec stream_stopped(state()) -> ok.
+stream_stopped(#st{stream = S}) ->
+    {Actions, _} = ibkr_oauth_stream:handle(stop, now_ms(), S),
+    _ = [Pid ! {ibkr_oauth, Sub, Msg} || {deliver, Pid, Sub, Msg} <- Actions],
+    ok.
+
+%% The answer to the latest ws_open; an earlier one's socket was replaced.
+-spec ws_open_reply(term(), state()) -> state().
+ws_open_reply({ok, Conn}, St) when is_integer(Conn) ->
+    stream_input({ws_opened, Conn}, St#st{ws_open_id = undefined});
+ws_open_reply({error, Reason}, St) ->
+    stream_input({ws_open_failed, scrub_error_reason(Reason)}, St#st{ws_open_id = undefined});
+ws_open_reply(Other, St) ->
+    stream_input({ws_open_failed, {bad_reply, ibkr_oauth_redact:scrub(Other)}}, St#st{ws_open_id = undefined}).
+
+-spec scrub_error_reason(term()) -> term().
+scrub_error_reason(Reason) ->
+    {error, R} = ibkr_oauth_redact:scrub_error({error, Reason}),
+    R.
+
+%% A tickle or ssodh/init for the stream, as an internal request.
+-spec stream_http(tickle | ssodh, post, binary(), binary(), state()) -> state().
+stream_http(What, Method, Path, Body, St) ->
+    Headers = case Body of
+                  <<>> -> [];
+                  _ -> [{<<"content-type">>, <<"application/json">>}]
+              end,
+    {Ref, R, St1} = new_req({stream_http, What}, {Method, Path, Headers, Body}, default, St),
+    pump(dispatch(Ref, add_req(Ref, R#req{port_opts = #{decode => json}}, St1))).
+
+-spec stream_http_reply(tickle | ssodh, term(), state()) -> state().
+stream_http_reply(tickle, Reply, St) ->
+    stream_input({tickle_result, tickle_result(Reply)}, St);
+stream_http_reply(ssodh, {ok, #{status := S}}, St) when S >= 200, S < 300 ->
+    stream_input({ssodh_result, ok}, St);
+stream_http_reply(ssodh, {ok, #{status := S}}, St) ->
+    stream_input({ssodh_result, {error, {http, S}}}, St);
+stream_http_reply(ssodh, {error, R}, St) ->
+    stream_input({ssodh_result, {error, scrub_error_reason(R)}}, St);
+stream_http_reply(_, _, St) ->
+    St.
+
+%% What the stream needs from a /tickle answer: the `session' (the
+%% websocket's cookie) and whether the brokerage session is open.
+-spec tickle_result(term()) -> {ok, #{session := binary(), iserver := boolean()}} | {error, term()}.
+tickle_result({ok, #{status := 200, json := #{<<"session">> := Session} = J}})
+  when is_binary(Session), Session =/= <<>> ->
+    Iserver = case J of
+                  #{<<"iserver">> := #{<<"authStatus">> := #{<<"authenticated">> := true}}} -> true;
+                  _ -> false
+              end,
+    {ok, #{session => Session, iserver => Iserver}};
+tickle_result({ok, #{status := 200, body := Body}}) ->
+    %% the session's periodic tickle asks for no decoding
+    case re:run(Body, <<"\"session\"\\s*:\\s*\"([^\"]+)\"">>, [{capture, all_but_first, binary}]) of
+        {match, [Session]} ->
+            Iserver = re:run(Body, <<"\"authStatus\"\\s*:\\s*\\{[^}]*\"authenticated\"\\s*:\\s*true">>,
+                             [{capture, none}]) =:= match,
+            {ok, #{session => Session, iserver => Iserver}};
+        nomatch -> {error, {bad_response, missing_field}}
+    end;
+tickle_result({ok, #{status := S}}) -> {error, {http, S}};
+tickle_result({error, R}) -> {error, scrub_error_reason(R)};
+tickle_result(_) -> {error, bad_reply}.
+
+%%====================================================================
 %% Helpers
 %%====================================================================
 
 -spec stats(state()) -> map().
 stats(#st{counters = C, pending = P, reqs = Reqs, lst = L} = St) ->
     RlQueued = length([x || #req{where = rl} <- maps:values(Reqs)]),
-    C#{in_flight => map_size(P),
+    Stream = ibkr_oauth_stream:stats(St#st.stream),
+    (maps:merge(Stream, C))#{in_flight => map_size(P),
        queued => ibkr_oauth_lst:waiting(L),
        rate_limit_queued => RlQueued,
        authenticated => ibkr_oauth_lst:live(sys_now(), L),

@@ -46,6 +46,8 @@
 %% else 400 "no bridge"), POST /logout, any method /echo (the request as
 %% JSON: method, path, query, headers, body) and /echo/raw (the request body
 %% as the answer's body, byte for byte); else 404.
+%% GET /ws with an Upgrade: the websocket, see ibkr_fake_ws (start option
+%% `ws => Map', its controls and stats are in that module).
 -module(ibkr_fake_server).
 -behaviour(gen_server).
 
@@ -168,12 +170,17 @@ handle_call(reset_stats, _From, S) ->
 handle_call(live_session_token, _From, S = #{lsts := [#{token := Lst} | _]}) ->
     {reply, {ok, Lst}, S};
 handle_call(live_session_token, _From, S) ->
-    {reply, {error, none}, S}.
+    {reply, {error, none}, S};
+handle_call({ws, Cmd}, From, S) ->
+    ibkr_fake_ws:server_call(Cmd, From, S).
 
 handle_cast(_Msg, S) -> {noreply, S}.
 
 handle_info({'EXIT', Acceptor, Why}, S = #{acceptor := Acceptor}) ->
     {stop, {acceptor_down, Why}, S};
+handle_info({'DOWN', _, process, Pid, _}, S) ->
+    {_, S1} = ibkr_fake_ws:server_down(Pid, S),
+    {noreply, S1};
 handle_info(_Msg, S) -> {noreply, S}.
 
 terminate(_Why, S = #{listen := Listen, acceptor := Acceptor}) ->
@@ -209,6 +216,7 @@ initial_state(Opts, Listener) ->
       bridge => false,
       orders => [],
       session_id => ibkr_server_crypto:hex(crypto:strong_rand_bytes(16)),
+      ws => ibkr_fake_ws:init_state(maps:get(ws, Opts, #{})),
       stats => empty_stats()}.
 
 info_map(#{port := Port, ca_file := CaFile, base_path := BasePath}) ->
@@ -314,6 +322,9 @@ serve(Req, C = #{socket := Socket, server := Server}) ->
         {drop, Delay} ->
             ok = delay(Delay, C),
             close(C);
+        {upgrade, Delay, Ctx} ->
+            ok = delay(Delay, C),
+            ibkr_fake_ws:serve(Socket, maps:get(buf, C), Ctx, Server);
         _ ->
             close(C)
     end.
@@ -472,10 +483,12 @@ seen_nonce(#{headers := Headers}, S = #{nonces := Nonces}) ->
     end.
 
 with_delay({respond, Status, Headers, Body}, Delay) -> {respond, Delay, Status, Headers, Body};
-with_delay(drop, Delay) -> {drop, Delay}.
+with_delay(drop, Delay) -> {drop, Delay};
+with_delay({upgrade, Ctx}, Delay) -> {upgrade, Delay, Ctx}.
 
 count_status({respond, Status, _, _}, S = #{stats := Stats = #{statuses := Statuses}}) ->
     S#{stats := Stats#{statuses := Statuses#{Status => maps:get(Status, Statuses, 0) + 1}}};
+count_status({upgrade, _}, S) -> count_status({respond, 101, [], <<>>}, S);
 count_status(drop, S) -> S.
 
 %% The last ?LOG_SIZE requests, newest first: method, path, nonce, outcome.
@@ -487,6 +500,7 @@ log_request(Req = #{method := Method, target := Target, headers := Headers}, Act
             end,
     Outcome = case Action of
                   {respond, Status, _, _} -> Status;
+                  {upgrade, _} -> 101;
                   drop -> dropped
               end,
     Entry = #{method => Method, path => relative_path(Target, S), nonce => Nonce,
@@ -503,6 +517,7 @@ answer(Req = #{method := Method, target := Target, headers := Headers}, S) ->
         not InBase -> {error_response(404, <<"not found">>), S};
         NeedsLength, not HasLength -> {error_response(411, <<"length required">>), S};
         Path =:= ?LST_PATH, Method =:= <<"POST">> -> live_session_token_request(Req, S);
+        Path =:= <<"/ws">> -> ibkr_fake_ws:upgrade(Req, S);
         true -> signed_request(Req, Path, S)
     end.
 

@@ -26,7 +26,8 @@ defaults_test() ->
                    brokerage_session := false,
                    tickle_interval := infinity,
                    refresh_margin := 300,
-                   query_signing := params}, V),
+                   query_signing := params,
+                   smd_refresh_interval := 540000}, V),
     ?assertNot(is_map_key(ca_file, V)),
     %% {file, Path} becomes a binary path; the file is not read here.
     ?assertEqual({file, <<"/keys/sig.pem">>}, maps:get(signature_key, V)).
@@ -42,12 +43,13 @@ explicit_values_test() ->
                          ca_file => "/etc/ca.pem", request_timeout => infinity,
                          auto_authenticate => true, brokerage_session => true,
                          tickle_interval => 60000, refresh_margin => 0,
-                         query_signing => none,
+                         query_signing => none, smd_refresh_interval => 1000,
                          encryption_key => {file, ["/keys/", "enc", $., <<"pem">>]}}),
     ?assertMatch(#{dh_generator := 5, base_url := <<"https://localhost:8443/v1/api">>,
                    ca_file := <<"/etc/ca.pem">>, request_timeout := infinity,
                    auto_authenticate := true, brokerage_session := true,
                    tickle_interval := 60000, refresh_margin := 0, query_signing := none,
+                   smd_refresh_interval := 1000,
                    encryption_key := {file, <<"/keys/enc.pem">>}}, V),
     {ok, #{base_url := <<"http://127.0.0.1:8080">>}} = validate(#{base_url => <<"http://127.0.0.1:8080">>}).
 
@@ -97,6 +99,9 @@ types_test_() ->
      bad(refresh_margin, badarg, #{refresh_margin => infinity}),
      bad(request_timeout, badarg, #{request_timeout => 1 bsl 32}),
      bad(tickle_interval, badarg, #{tickle_interval => 1 bsl 32}),
+     bad(smd_refresh_interval, badarg, #{smd_refresh_interval => 0}),
+     bad(smd_refresh_interval, badarg, #{smd_refresh_interval => infinity}),
+     bad(smd_refresh_interval, badarg, #{smd_refresh_interval => 1 bsl 32}),
      bad(query_signing, badarg, #{query_signing => all})].
 
 unknown_keys_test_() ->
@@ -134,7 +139,7 @@ redact_test() ->
 defaults_are_documented_test() ->
     ?assertEqual(lists:sort([dh_generator, base_url, request_timeout, auto_authenticate,
                              brokerage_session, tickle_interval, refresh_margin,
-                             query_signing, rate_limit]),
+                             query_signing, rate_limit, smd_refresh_interval]),
                  lists:sort(maps:keys(ibkr_oauth_config:defaults()))).
 
 rate_limit_test_() ->

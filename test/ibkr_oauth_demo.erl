@@ -108,6 +108,7 @@ run() ->
     {ok, Auth} = step("bring your own HTTP client: sign/3 a GET with a query",
                       fun() -> ibkr_oauth:sign(S, get, <<BaseUrl/binary, "/iserver/secdef/search?symbol=AAPL">>) end),
     say("   Authorization: ~ts...", [binary:part(Auth, 0, min(72, byte_size(Auth)))]),
+    stream(S, Target),
     Stats = ibkr_oauth:stats(S),
     say("   session stats: ~tp", [Stats]),
     ok = step("stop the session (POST /logout, port closed)", fun() -> ibkr_oauth:stop(S) end),
@@ -119,6 +120,36 @@ run() ->
         {real, _} -> ok
     end,
     ok.
+
+%% Market data over the websocket the port holds: the first few ticks. A
+%% closed market may send none: not a failure against real IBKR.
+stream(S, Target) ->
+    Conid = 265598,
+    {ok, Sub} = step(io_lib:format("stream market data: subscribe to conid ~b (the websocket is in the port)",
+                                   [Conid]),
+                     fun() -> ibkr_oauth:subscribe(S, {market_data, Conid, [<<"31">>, <<"84">>, <<"86">>]}) end),
+    T0 = erlang:monotonic_time(millisecond),
+    Got = ticks(Sub, 3, T0 + 15000),
+    case {Got, Target} of
+        {0, fake} -> throw({step_failed, "stream market data", no_tick});
+        {0, _} -> say("   no tick within 15 s (market closed?)");
+        _ -> ok
+    end,
+    ok = ibkr_oauth:unsubscribe(S, Sub).
+
+ticks(_Sub, 0, _Until) -> 3;
+ticks(Sub, N, Until) ->
+    receive
+        {ibkr_oauth, Sub, {status, St}} ->
+            say("   status ~tp", [St]),
+            ticks(Sub, N, Until);
+        {ibkr_oauth, Sub, {data, Tick}} ->
+            Fields = maps:with([<<"31">>, <<"84">>, <<"86">>, <<"_updated">>], Tick),
+            say("   tick ~tp", [Fields]),
+            ticks(Sub, N - 1, Until)
+    after max(0, Until - erlang:monotonic_time(millisecond)) ->
+        3 - N
+    end.
 
 step(Title, Fun) ->
     say("-> ~ts", [Title]),
