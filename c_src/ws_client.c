@@ -280,7 +280,7 @@ size_t ws_client_poll_count(const ws_client *c)
 {
     if (c->state == C_DONE)
         return 0;
-    return c->state == C_CONNECTING ? 4 : 1;
+    return c->state == C_CONNECTING ? WS_CONN_SOCKS_MAX : 1;
 }
 
 size_t ws_client_poll_fill(ws_client *c, struct pollfd *p, size_t max, int may_read)
