@@ -11,8 +11,6 @@
          answer_101/3, answer_raw/2, send_frame/4, send_frame/5, send_raw/2, recv_frame/1,
          recv_frame/2, header/2]).
 
--include_lib("public_key/include/public_key.hrl").
-
 -type socket() :: ssl:sslsocket() | gen_tcp:socket().
 -type peer() :: #{listen := socket(), port := inet:port_number(),
                   base_url := binary(), ca_file => binary()}.
@@ -26,19 +24,11 @@
 %% written to a temporary file (give it to the port's init as ca_file).
 -spec listen() -> peer().
 listen() ->
-    Curve = [{key, {namedCurve, ?'secp256r1'}}, {digest, sha256}],
-    San = #'Extension'{extnID = ?'id-ce-subjectAltName', critical = false,
-                       extnValue = [{dNSName, "localhost"}, {iPAddress, <<127, 0, 0, 1>>}]},
-    Conf = public_key:pkix_test_data(#{root => Curve, intermediates => [],
-                                       peer => [{extensions, [San]} | Curve]}),
-    {cert, Cert} = lists:keyfind(cert, 1, Conf),
-    {key, Key} = lists:keyfind(key, 1, Conf),
-    {cacerts, [Ca | _]} = lists:keyfind(cacerts, 1, Conf),
-    Dir = filename:join(tmp_dir(), "ibkr_ws_peer-" ++ os:getpid() ++ "-" ++
-                            integer_to_list(erlang:unique_integer([positive]))),
+    #{cert := Cert, key := Key, ca_pem := CaPem} = ibkr_fake_server:make_certs(),
+    Dir = ibkr_fake_server:fresh_dir("ibkr_ws_peer"),
     CaFile = filename:join(Dir, "ca.pem"),
     ok = filelib:ensure_dir(CaFile),
-    ok = file:write_file(CaFile, public_key:pem_encode([{'Certificate', Ca, not_encrypted}])),
+    ok = file:write_file(CaFile, CaPem),
     {ok, L} = ssl:listen(0, [binary, {active, false}, {ip, {127, 0, 0, 1}}, {reuseaddr, true},
                              {cert, Cert}, {key, Key}, {versions, ['tlsv1.3', 'tlsv1.2']}]),
     {ok, {_, Port}} = ssl:sockname(L),
@@ -178,10 +168,3 @@ send(S, Data) -> ssl:send(S, Data).
 
 recv(S, N, T) when is_port(S) -> gen_tcp:recv(S, N, T);
 recv(S, N, T) -> ssl:recv(S, N, T).
-
-tmp_dir() ->
-    case os:getenv("TMPDIR") of
-        false -> "/tmp";
-        "" -> "/tmp";
-        T -> T
-    end.
