@@ -47,7 +47,7 @@
 -export([configure/1, drop_all/0, drop_all/1, rotate_session/0, rotate_session/1, send_all/1,
          send_sts/2, blast/3, send_made/1,
          subscriptions/0, stats/0, reset_stats/0]).
--export([encode_frame/1, decode_frame/2, accept_key/1]).
+-export([encode_frame/1, decode_frame/2, accept_key/1, mask/2]).
 -export([client_open/2, client_send/2, client_send_frame/2, client_recv/2, client_close/1]).
 
 -define(SERVER, ibkr_fake_server).
@@ -581,6 +581,7 @@ decode_body(Len, Rest, F, _Max) ->
     end.
 
 %% XOR with the 4-byte key, repeated (masking and unmasking alike).
+-spec mask(<<_:32>>, binary()) -> binary().
 mask(<<K:32>>, Data) ->
     Whole = byte_size(Data) div 4,
     <<Body:Whole/binary-unit:32, Tail/binary>> = Data,

@@ -3,6 +3,7 @@
 %% RFC 6455 a test needs to play the server by hand (read the upgrade,
 %% answer it, send any frame, read the client's frames and check they are
 %% masked). No policy and no IBKR behaviour: that is ibkr_fake_server's job.
+%% The certificate is ibkr_fake_server's, the framing ibkr_fake_ws's.
 %% listen_plain/0 is the same without TLS (for ws:// from an http:// base
 %% URL); every other function takes either kind of socket.
 -module(ibkr_ws_peer).
@@ -17,7 +18,6 @@
 -type frame() :: #{fin := boolean(), opcode := 0..15, masked := boolean(), payload := binary()}.
 -export_type([peer/0, frame/0, socket/0]).
 
--define(GUID, <<"258EAFA5-E914-47DA-95CA-C5AB0DC85B11">>).
 -define(TIMEOUT, 10000).
 
 %% Listens with a fresh certificate for localhost/127.0.0.1 whose CA is
@@ -91,7 +91,7 @@ header(Name, #{headers := Hs}) ->
     end.
 
 -spec accept_key(binary()) -> binary().
-accept_key(Key) -> base64:encode(crypto:hash(sha, <<Key/binary, ?GUID/binary>>)).
+accept_key(Key) -> ibkr_fake_ws:accept_key(Key).
 
 %% 101 with the Accept for Key (or Accept given as is), then Extra bytes in
 %% the same write (frames that ride with the answer).
@@ -117,21 +117,12 @@ send_raw(S, Bytes) -> send(S, Bytes).
 send_frame(S, Fin, Op, Payload) -> send_frame(S, Fin, Op, Payload, #{}).
 
 -spec send_frame(socket(), boolean(), 0..15, iodata(), map()) -> ok.
-send_frame(S, Fin, Op, Payload0, Opts) ->
-    Payload = iolist_to_binary(Payload0),
-    F = case Fin of true -> 1; false -> 0 end,
-    Len = byte_size(Payload),
-    {M, Body} = case maps:get(mask, Opts, false) of
-                    true ->
-                        Key = crypto:strong_rand_bytes(4),
-                        {1, [Key, mask(Key, Payload)]};
-                    false -> {0, Payload}
-                end,
-    LenBits = if Len < 126 -> <<M:1, Len:7>>;
-                 Len < 65536 -> <<M:1, 126:7, Len:16>>;
-                 true -> <<M:1, 127:7, Len:64>>
-              end,
-    send(S, [<<F:1, 0:3, Op:4>>, LenBits, Body]).
+send_frame(S, Fin, Op, Payload, Opts) ->
+    Mask = case maps:get(mask, Opts, false) of
+               true -> crypto:strong_rand_bytes(4);
+               false -> none
+           end,
+    send(S, ibkr_fake_ws:encode_frame(#{fin => Fin, opcode => Op, payload => Payload, mask => Mask})).
 
 -spec recv_frame(socket()) -> frame().
 recv_frame(S) -> recv_frame(S, ?TIMEOUT).
@@ -154,14 +145,9 @@ recv_frame(S, Timeout) ->
           end,
     Payload = case Key of
                   none -> Raw;
-                  _ -> mask(Key, Raw)
+                  _ -> ibkr_fake_ws:mask(Key, Raw)
               end,
     #{fin => Fin =:= 1, opcode => Op, masked => M =:= 1, payload => Payload}.
-
-mask(Key, Data) ->
-    Keys = binary:copy(Key, byte_size(Data) div 4 + 1),
-    <<K:(byte_size(Data))/binary, _/binary>> = Keys,
-    crypto:exor(Data, K).
 
 send(S, Data) when is_port(S) -> gen_tcp:send(S, Data);
 send(S, Data) -> ssl:send(S, Data).
