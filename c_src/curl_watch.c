@@ -5,16 +5,9 @@
 #include "curl_watch.h"
 
 #include <stdlib.h>
-#include <time.h>
 
 #include "curl_lazy.h"
-
-int64_t curl_watch_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include "mono_ms.h"
 
 void curl_watch_init(curl_watch *w, size_t max)
 {
@@ -64,7 +57,7 @@ int curl_watch_socket(curl_watch *w, curl_socket_t s, int what)
 
 void curl_watch_timer(curl_watch *w, long timeout_ms)
 {
-    w->deadline = timeout_ms < 0 ? -1 : curl_watch_now_ms() + timeout_ms;
+    w->deadline = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
 }
 
 static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
@@ -107,7 +100,7 @@ int curl_watch_timeout(const curl_watch *w)
 {
     if (w->deadline < 0)
         return -1;
-    int64_t left = w->deadline - curl_watch_now_ms();
+    int64_t left = w->deadline - mono_ms();
     if (left <= 0)
         return 0;
     return left > 60000 ? 60000 : (int)left;
@@ -128,7 +121,7 @@ void curl_watch_act(curl_watch *w, CURLM *m, const struct pollfd *p, size_t n)
             ev |= CURL_CSELECT_ERR;
         (void)curl_lazy.multi_socket_action(m, p[i].fd, ev, &running);
     }
-    if (w->deadline >= 0 && curl_watch_now_ms() >= w->deadline) {
+    if (w->deadline >= 0 && mono_ms() >= w->deadline) {
         w->deadline = -1; /* curl sets the next one from inside socket_action */
         (void)curl_lazy.multi_socket_action(m, CURL_SOCKET_TIMEOUT, 0, &running);
     }

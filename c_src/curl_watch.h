@@ -23,10 +23,8 @@ typedef struct {
     curl_watched *socks;
     size_t n, cap;
     size_t max;       /* 0: as many as libcurl opens */
-    int64_t deadline; /* libcurl's timer, CLOCK_MONOTONIC ms; -1 none */
+    int64_t deadline; /* libcurl's timer, mono_ms(); -1 none */
 } curl_watch;
-
-int64_t curl_watch_now_ms(void); /* CLOCK_MONOTONIC ms */
 
 /* An empty watch; max > 0 makes libcurl's request for one more socket
  * fail (the transfer fails). */
