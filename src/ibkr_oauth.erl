@@ -25,7 +25,10 @@
 %% is unauthenticated afterwards and authenticates again on the next
 %% {@link request/4}). Other reasons: `{bad_config, Field, Why}',
 %% `not_authenticated', `lst_expired', `no_pending_handshake', `bad_dh_response',
-%% `lst_signature_mismatch', `{http, Status, Body}' (handshake refused),
+%% `lst_signature_mismatch', `{ibkr, Kind, #{status, message, incident}}'
+%% (IBKR answered with one of its own errors: see {@link
+%% ibkr_oauth_ibkr_error}), `{http, Status, Body}' (handshake refused
+%% otherwise),
 %% `{bad_response, not_json | missing_field | lst_expiration}',
 %% `{transport, Kind}' (`Kind' e.g. `connect', `recv', `bad_status': a
 %% status line outside 100..599),
@@ -256,7 +259,10 @@ stop(Server) ->
 %% `refresh_margin' if smaller), is refused: `{error, {bad_response,
 %% lst_expiration}}' (a clock skew, or seconds sent as milliseconds; the
 %% warning logged shows both clocks). Each call starts a handshake if none
-%% runs, even during the backoff that follows a failed one.
+%% runs, even during the backoff that follows a failed one. A handshake IBKR
+%% refuses with one of its own errors returns `{error, {ibkr, Kind, #{status,
+%% message, incident}}}' (e.g. `invalid_consumer', `no_access_secret'), any
+%% other refusal `{error, {http, Status, Body}}'.
 -spec authenticate(server()) -> {ok, #{expires_at := integer()}} | {error, term()}.
 authenticate(Server) ->
     call(Server, authenticate, ?BACKSTOP).
@@ -455,7 +461,13 @@ request(Server, Method, Path) -> request(Server, Method, Path, #{}).
 %% (rate limit, handshake) goes out on the new port within its timeout.
 %% Any complete HTTP exchange is `{ok, #{status, headers, body,
 %% queued_ms}}' (header names lower-case; `queued_ms': how long the request
-%% waited for the session's rate limit, all attempts together).
+%% waited for the session's rate limit, all attempts together), except one
+%% of IBKR's own errors: a final answer outside 2xx that {@link
+%% ibkr_oauth_ibkr_error:classify/3} recognises (after the retries above;
+%% any `401', `410' or `429', and bodies such as "no bridge") is
+%% `{error, {ibkr, Kind, #{status, message, incident}}}' (a `429' also
+%% carries `retry_after', seconds). A request that waited for a handshake
+%% IBKR refused gets the handshake's error.
 %%
 %% Rate limit (config `rate_limit'): every request waits, in order, until
 %% the session's global limit (default 50 per second) and its endpoint's
@@ -655,7 +667,8 @@ body(B) ->
 %% does, within the session's `request_timeout'). Keep the HTTP session
 %% alive (`tickle_interval') and send `tic' on the websocket about every
 %% minute; after a new LST, fetch this again and reconnect.
-%% Errors: as {@link request/4}, plus `{http, Status, Body}' when `/tickle'
+%% Errors: as {@link request/4}, plus `{http, Status, Body}' (or IBKR's own
+%% `{ibkr, Kind, Info}') when `/tickle'
 %% is refused and `{bad_response, missing_field}' when its answer has no
 %% session.
 -spec websocket_info(server()) -> {ok, websocket()} | {error, term()}.

@@ -14,7 +14,10 @@
 %% The errors of {@link ibkr_oauth:request/4}, unchanged (`timeout',
 %% `rate_limited', `port_down', `{transport, Kind}', ...), plus:
 %% <ul>
-%% <li>`{http, Status, Body}': IBKR answered outside 2xx;</li>
+%% <li>`{ibkr, Kind, Info}': IBKR answered outside 2xx with one of its own
+%%     errors (`no_bridge', `rate_limited', ...: see
+%%     {@link ibkr_oauth_ibkr_error});</li>
+%% <li>`{http, Status, Body}': IBKR answered outside 2xx otherwise;</li>
 %% <li>`{rejected, Message}': IBKR answered 2xx with `{"error": Message}'
 %%     (e.g. an order IBKR refuses);</li>
 %% <li>`{bad_response, What}': a 2xx answer that is not the JSON this call
@@ -471,7 +474,9 @@ call(S, Method, Path, Opts) ->
         {ok, #{status := Status, json_error := Why}} when Status >= 200, Status < 300 ->
             {error, {bad_response, {not_json, Why}}};
         {ok, #{status := Status}} when Status >= 200, Status < 300 -> {error, {bad_response, not_json}};
-        {ok, #{status := Status, body := Body}} -> {error, {http, Status, Body}};
+        %% request/4 already returns IBKR's own errors as {ibkr, Kind, Info}
+        {ok, #{status := Status, body := Body}} ->
+            {error, ibkr_oauth_ibkr_error:from_reason({http, Status, Body})};
         {error, _} = E -> E
     end.
 

@@ -15,7 +15,8 @@
 %% `IBKR_CA_FILE'. A `/iserver/...' path opens the brokerage session first
 %% unless the config sets `brokerage_session'; a `-d' body is sent as
 %% `application/json'. The answer's body goes to stdout as received, the
-%% status line to stderr; the exit status is 0 for a 2xx answer, 1 otherwise
+%% status line to stderr (one of IBKR's own errors: the status line and the
+%% advice on stderr, nothing on stdout); the exit status is 0 for a 2xx answer, 1 otherwise
 %% (the call failed or could not be made), 2 for a usage error.
 -module(ibkr_oauth_cli).
 -export([main/1, parse_args/1, env_config/1]).
@@ -114,6 +115,12 @@ report({ok, #{status := Status, body := Body}}, _Opts) ->
             end,
             1
     end;
+%% IBKR's own errors (request/4 recognised the answer): the status, then
+%% what it means and what to do.
+report({error, {ibkr, _, #{status := Status}} = Ibkr}, _Opts) ->
+    io:format(standard_error, "HTTP ~b~nibkr_oauth: ~ts~n",
+              [Status, ibkr_oauth_ibkr_error:describe(Ibkr)]),
+    1;
 report({error, Why}, Opts) ->
     io:format(standard_error, "ibkr_oauth: ~ts~n", [explain(Why, #{}, Opts)]),
     1.

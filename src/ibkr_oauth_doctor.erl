@@ -18,12 +18,12 @@
 -include_lib("public_key/include/public_key.hrl").
 -include_lib("kernel/include/file.hrl").
 
--export([run/1, run/2, report/2, format_line/1, failed/1]).
+-export([run/1, run/2, report/2, format_line/1, failed/1, http_date/1]).
 
 -export_type([check/0, result/0, line/0]).
 
 -ifdef(TEST).
--export([probable_prime/1, http_date/1, tickle_answer/1]).
+-export([probable_prime/1, tickle_answer/1]).
 -endif.
 
 -type check() :: atom().
@@ -496,8 +496,9 @@ date_skew(Headers) ->
         false -> error
     end.
 
-%% An HTTP date as servers send it (RFC 9110 IMF-fixdate):
-%% "Tue, 01 Dec 2026 15:19:44 GMT".
+%% @doc An HTTP date as servers send it (RFC 9110 IMF-fixdate):
+%% "Tue, 01 Dec 2026 15:19:44 GMT" (also used by the session to report the
+%% clock skew of a 401).
 -spec http_date(binary()) -> {ok, calendar:datetime()} | error.
 http_date(<<_:3/binary, ", ", D:2/binary, " ", Mon:3/binary, " ", Y:4/binary, " ",
             H:2/binary, ":", Mi:2/binary, ":", S:2/binary, " GMT">>) ->
@@ -596,7 +597,7 @@ tickle_answer(Json) ->
                   #{} -> {none, <<"the tickle answer has no session">>};
                   _ -> {none, <<"the tickle answer is not a JSON object">>}
               end,
-    case {maps:get(<<"authenticated">>, Auth, false), maps:get(<<"competing">>, Auth, false)} of
+    case {maps:get(<<"authenticated">>, Auth, false) =:= true, maps:get(<<"competing">>, Auth, false) =:= true} of
         {true, false} -> {ok, <<"authenticated, not competing">>, <<>>, Session};
         {true, true} -> {warn, <<"authenticated, competing">>,
                          <<"another session (TWS, mobile) competes: compete:true evicts it">>, Session};

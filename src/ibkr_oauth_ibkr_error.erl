@@ -34,7 +34,8 @@
 
 -type kind() :: invalid_consumer | no_access_secret | no_bridge | sso_dh_failed | gone
               | misconfigured_session | rate_limited | unauthorized.
--type info() :: #{status := integer(), message := binary(), incident => non_neg_integer()}.
+-type info() :: #{status := integer(), message := binary(), incident => non_neg_integer(),
+                  retry_after => non_neg_integer()}.
 -type error() :: {ibkr, kind(), info()}.
 
 %% Bodies longer than this are not IBKR's envelope (it is a few dozen bytes).
@@ -47,11 +48,10 @@ kinds() ->
      misconfigured_session, rate_limited, unauthorized].
 
 %% @doc Recognises one of IBKR's error answers. `Headers' are the answer's
-%% headers (unused today: kept so that a classification by header, e.g.
-%% `Retry-After', needs no new signature). `http' when the answer is not a
-%% recognised IBKR error.
+%% headers: a 429's `Retry-After' (seconds) is kept as `retry_after'.
+%% `http' when the answer is not a recognised IBKR error.
 -spec classify(integer(), [{binary(), binary()}], binary()) -> error() | http.
-classify(Status, _Headers, Body) when is_integer(Status), is_binary(Body) ->
+classify(Status, Headers, Body) when is_integer(Status), is_binary(Body) ->
     {Message, Incident} = case parse_envelope(Body) of
                               {ok, Text, Id} -> {Text, Id};
                               error -> {<<>>, none}
@@ -59,13 +59,23 @@ classify(Status, _Headers, Body) when is_integer(Status), is_binary(Body) ->
     case kind(Status, string:lowercase(Message)) of
         http -> http;
         Kind ->
-            Info = #{status => Status, message => Message},
-            {ibkr, Kind, case Incident of
-                             none -> Info;
-                             N -> Info#{incident => N}
-                         end}
+            Info0 = #{status => Status, message => Message},
+            Info = case Incident of
+                       none -> Info0;
+                       N -> Info0#{incident => N}
+                   end,
+            {ibkr, Kind, retry_after(Kind, Headers, Info)}
     end;
 classify(_, _, _) -> http.
+
+%% A 429 keeps its `Retry-After' (whole seconds, 0..3600) as `retry_after'.
+-spec retry_after(kind(), term(), info()) -> info().
+retry_after(rate_limited, Headers, Info) when is_list(Headers) ->
+    case ibkr_oauth_retry:retry_after(Headers) of
+        {ok, Ms} -> Info#{retry_after => Ms div 1000};
+        error -> Info
+    end;
+retry_after(_, _, Info) -> Info.
 
 -spec kind(integer(), binary()) -> kind() | http.
 kind(Status, Lower) ->

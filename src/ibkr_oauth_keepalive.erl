@@ -121,10 +121,13 @@ websocket_info(Session, BaseUrl, AccessToken) ->
       headers => [{<<"cookie">>, Cookie}, {<<"user-agent">>, <<"ibkr_oauth">>}]}.
 
 %% @doc The answer to `websocket_info/1' once the `/tickle' it made is back,
-%% given what {@link session/4} says after {@link observe/4}.
+%% given what {@link session/4} says after {@link observe/4}. An answer
+%% other than 200 is `{http, Status, Body}', or `{ibkr, Kind, Info}' when it
+%% is one of IBKR's own errors.
 -spec websocket_reply(term(), {ok, binary()} | stale) -> {ok, binary()} | {error, term()}.
 websocket_reply({ok, #{status := 200}}, {ok, Session}) -> {ok, Session};
 websocket_reply({ok, #{status := 200}}, stale) -> {error, {bad_response, missing_field}};
-websocket_reply({ok, #{status := S, body := B}}, _) -> {error, {http, S, B}};
+websocket_reply({ok, #{status := S, body := B}}, _) ->
+    {error, ibkr_oauth_ibkr_error:from_reason({http, S, B})};
 websocket_reply({error, _} = E, _) -> E;
 websocket_reply(_, _) -> {error, bad_reply}.

@@ -31,6 +31,12 @@
 %% at once. A failed background renewal is retried at the end of each step.</li>
 %% <li>A 401 to a request signed with the current LST starts one handshake;
 %% signed with an older LST, the request just goes again.</li>
+%% <li>A handshake refused with one of IBKR's own errors fails with
+%% `{error, {ibkr, Kind, Info}}' (see {@link ibkr_oauth_ibkr_error}), for
+%% `authenticate/1' callers and the requests that waited for it alike; the
+%% warning logged says the kind and what to do. `lst_signature_mismatch' is
+%% logged with its likely causes; so is the final 401 of a request signed
+%% with the newest LST ({@link answered/4}), once per LST.</li>
 %% <li>When the port dies, the LST is gone. Requests waiting for a handshake
 %% never left the BEAM: they stay, and a new handshake is started on the new
 %% port. `authenticate/1' callers whose handshake was at the port get
@@ -42,7 +48,7 @@
          waiting/1, margin/1]).
 -export([start_background/2, authenticate/3, request/4, retry_auth/5, forget/2, wants/2, sent/3,
          sent_id/1, lst_done/3, ssodh_done/2, installed/3, timer/2, port_down/2, abandon/2,
-         min_lifetime/1]).
+         min_lifetime/1, answered/4]).
 
 -export_type([lst/0, action/0, origin/0, phase/0]).
 
@@ -60,7 +66,9 @@
 %% `{job, lst | ssodh}' queues the session's own handshake step (rate limit,
 %% then the port); `{renew_in, Ms}' (re)arms the one renewal timer, which
 %% calls {@link timer/2}; `cancel_renew' stops it; `{log, Level, Format,
-%% Args, Meta}' and `{count, Counter, N}' are for logs and stats.
+%% Args, Meta}' and `{count, Counter, N}' are for logs and stats;
+%% `{handshake_done, ok | {error, Reason}}' says an LST request ended (for
+%% telemetry).
 -type action() :: {reply, gen_server:from(), term()}
                 | {send, ref()}
                 | {fail, ref(), {error, term()}}
@@ -68,7 +76,8 @@
                 | {renew_in, non_neg_integer()}
                 | cancel_renew
                 | {log, logger:level(), io:format(), [term()], map()}
-                | {count, atom(), non_neg_integer()}.
+                | {count, atom(), non_neg_integer()}
+                | {handshake_done, ok | {error, term()}}.
 
 -record(lst, {
     auth = none :: auth(),
@@ -81,6 +90,7 @@
     started = 0 :: integer(),                    % when the last handshake started
     retry_at :: integer() | undefined,           % no implicit handshake before
     last_error = {error, not_authenticated} :: {error, term()},
+    warned_401 = 0 :: non_neg_integer(),         % epoch whose final 401 was explained
     background = false :: boolean(),             % keep an LST without demand
     callers = [] :: [gen_server:from()],         % authenticate/1, newest first
     reqs = [] :: [{ref(), boolean()}]            % newest first; true: after its 401
@@ -94,6 +104,7 @@
 -define(MIN_LIFETIME_FLOOR, 1000).
 -define(RENEW_MIN, 1000).
 -define(LOG, #{event => handshake}).
+-define(UNIX_EPOCH_S, 62167219200).   % calendar:datetime_to_gregorian_seconds({{1970,1,1},{0,0,0}})
 
 %%====================================================================
 %% State
@@ -237,28 +248,43 @@ lst_done({ok, #{expires_at := E}}, Now, #lst{phase = {lst, _, O}} = L) when is_i
                    "the local clock is ~b (~s)",
                    [E, Now, expiry_hint(E, Now)],
                    ?LOG#{event => handshake_failed, origin => O, expires_at => E, now => Now}},
-            {Acts, L1} = failure({error, {bad_response, lst_expiration}}, O, Now, L),
-            {[Log | Acts], L1}
+            Error = {error, {bad_response, lst_expiration}},
+            {Acts, L1} = failure(Error, O, Now, L),
+            {[Log, {handshake_done, Error} | Acts], L1}
     end;
 lst_done(_Reply, Now, #lst{phase = {lst, _, _}, epoch = Ep, hs_epoch = HsEp} = L) when Ep > HsEp ->
     %% lst_complete/2 installed an LST meanwhile (taking the DH exponent of
     %% this handshake, which then failed): waiters get that one.
-    case usable(Now, L) of
-        true -> release(L);
-        false -> release_error({error, not_authenticated}, demand, Now, L)
-    end;
+    {Acts, L1} = case usable(Now, L) of
+                     true -> release(L);
+                     false -> release_error({error, not_authenticated}, demand, Now, L)
+                 end,
+    {[{handshake_done, {error, superseded}} | Acts], L1};
 lst_done(Reply, Now, #lst{phase = {lst, _, O}} = L) ->
     Error = case Reply of
-                {error, _} -> Reply;
+                {error, Why} -> {error, ibkr_oauth_ibkr_error:from_reason(Why)};
                 _ -> {error, bad_reply}
             end,
-    %% IBKR's error text (the start of it) says why, e.g. a clock skew.
-    Log = {log, warning, "ibkr_oauth: live session token handshake failed: ~0p",
-           [ibkr_oauth_redact:scrub_error(Error)], ?LOG#{event => handshake_failed, origin => O}},
     {Acts, L1} = failure(Error, O, Now, L),
-    {[Log | Acts], L1};
+    {[failed_log(Error, O), {handshake_done, Error} | Acts], L1};
 lst_done(_Reply, _Now, L) ->
     {[], L}.
+
+%% The warning for a failed LST request: IBKR's own errors with their kind
+%% and advice, a signature mismatch with its likely causes; otherwise the
+%% error (IBKR's text, the start of it, says why, e.g. a clock skew).
+-spec failed_log({error, term()}, origin()) -> action().
+failed_log({error, {ibkr, Kind, _} = Ibkr}, O) ->
+    {log, warning, "ibkr_oauth: live session token handshake failed: ~ts",
+     [ibkr_oauth_ibkr_error:describe(Ibkr)],
+     ?LOG#{event => handshake_failed, origin => O, error => {ibkr, Kind}}};
+failed_log({error, lst_signature_mismatch}, O) ->
+    {log, warning, "ibkr_oauth: live session token handshake failed: ~ts",
+     [ibkr_oauth_ibkr_error:lst_signature_mismatch_text()],
+     ?LOG#{event => handshake_failed, origin => O, error => lst_signature_mismatch}};
+failed_log(Error, O) ->
+    {log, warning, "ibkr_oauth: live session token handshake failed: ~0p",
+     [ibkr_oauth_redact:scrub_error(Error)], ?LOG#{event => handshake_failed, origin => O}}.
 
 -spec expiry_hint(integer(), integer()) -> string().
 expiry_hint(E, Now) when abs(E * 1000 - Now) < 86400000 ->
@@ -273,6 +299,7 @@ accept(E, O, Now, L0) ->
     Acts = [{log, info, "ibkr_oauth: new live session token (~p), expires at ~b", [O, E],
              ?LOG#{origin => O, expires_at => E}},
             {count, handshakes, 1},
+            {handshake_done, ok},
             {renew_in, max(?RENEW_MIN, E - margin(L) - Now)}],
     case L#lst.brokerage of
         true -> {Acts ++ [{job, ssodh}], L#lst{phase = {ssodh, queued, O}}};
@@ -287,8 +314,17 @@ accept(E, O, Now, L0) ->
 ssodh_done(Reply, #lst{phase = {ssodh, _, _}} = L) ->
     Log = case Reply of
               {ok, #{status := S}} when S >= 200, S < 300 -> [];
-              {ok, #{status := S}} ->
-                  [{log, warning, "ibkr_oauth: POST /iserver/auth/ssodh/init answered ~b", [S], #{}}];
+              {ok, #{status := S} = Resp} ->
+                  case ibkr_oauth_ibkr_error:classify(S, maps:get(headers, Resp, []),
+                                                      maps:get(body, Resp, <<>>)) of
+                      http ->
+                          [{log, warning, "ibkr_oauth: POST /iserver/auth/ssodh/init answered ~b",
+                            [S], #{}}];
+                      {ibkr, Kind, _} = Ibkr ->
+                          [{log, warning, "ibkr_oauth: POST /iserver/auth/ssodh/init: ~ts",
+                            [ibkr_oauth_ibkr_error:describe(Ibkr)],
+                            #{event => ssodh_failed, error => {ibkr, Kind}}}]
+                  end;
               Other ->
                   [{log, warning, "ibkr_oauth: POST /iserver/auth/ssodh/init failed: ~p",
                     [ibkr_oauth_redact:scrub_error(Other)], #{}}]
@@ -296,6 +332,38 @@ ssodh_done(Reply, #lst{phase = {ssodh, _, _}} = L) ->
     {Acts, L1} = release(L),
     {Log ++ Acts, L1};
 ssodh_done(_, L) -> {[], L}.
+
+%% @doc A request signed with the LST of `ReqEpoch' got its final answer
+%% `Reply' at `Now' (system ms). A 401 there, signed with the newest LST (it
+%% had its new LST and its retry), almost always means a local cause: it is
+%% logged with the likely causes (and the clock skew against the answer's
+%% `Date'), once per LST.
+-spec answered(term(), non_neg_integer(), integer(), lst()) -> {[action()], lst()}.
+answered({ok, #{status := 401} = Resp}, Ep, Now, #lst{epoch = Ep, warned_401 = W} = L)
+  when Ep > 0, W =/= Ep ->
+    Info = case date_skew(maps:get(headers, Resp, []), Now) of
+               {ok, Skew} -> #{skew_s => Skew};
+               error -> #{}
+           end,
+    {[{log, warning, "ibkr_oauth: ~ts", [ibkr_oauth_ibkr_error:first_401_after_lst_text(Info)],
+       ?LOG#{event => first_401_after_lst, epoch => Ep}}],
+     L#lst{warned_401 = Ep}};
+answered(_Reply, _Ep, _Now, L) -> {[], L}.
+
+%% Local clock minus the server's `Date', in s.
+-spec date_skew(term(), integer()) -> {ok, integer()} | error.
+date_skew(Headers, Now) when is_list(Headers) ->
+    case [V || {<<"date">>, V} <- Headers] of
+        [Date | _] when is_binary(Date) ->
+            case ibkr_oauth_doctor:http_date(Date) of
+                {ok, DateTime} ->
+                    Server = calendar:datetime_to_gregorian_seconds(DateTime) - ?UNIX_EPOCH_S,
+                    {ok, Now div 1000 - Server};
+                error -> error
+            end;
+        _ -> error
+    end;
+date_skew(_, _) -> error.
 
 %% @doc `lst_complete/2' installed an LST (expiring at `E') in the port.
 -spec installed(integer(), integer(), lst()) -> {[action()], lst()}.

@@ -14,10 +14,12 @@
     %% port, or waiting for a 429 retry: the one place that says where it is
     where = new :: ibkr_oauth_request:where(),
     started = 0 :: integer(),                  % monotonic us
+    t0 = 0 :: integer(),                       % monotonic, native: telemetry's start
     attempt = 0 :: non_neg_integer(),          % times sent to the port
     queued_us = 0 :: non_neg_integer(),        % total wait for the rate limit
     rl_since = 0 :: integer(),                 % monotonic us, when queued there
     throttled = false :: boolean(),            % counted in rate_limited
+    held = false :: boolean(),                 % this stay in the rate-limit queue had to wait
     websocket = false :: boolean(),            % a /tickle for websocket_info
     epoch = 0 :: non_neg_integer(),            % of the LST it was signed with
     retried = [] :: [ibkr_oauth_retry:kind()]

@@ -94,6 +94,7 @@
     %% sign frames not yet written, newest first: see queue_frame/3
     outbox = [] :: [{id(), binary()}],
     outbox_bytes = 0 :: non_neg_integer(),
+    hs_t0 = 0 :: integer(),                     % native monotonic: the handshake's start (telemetry)
     counters = #{requests => 0, handshakes => 0, errors => 0,
                  port_restarts => 0, rate_limited => 0} :: #{atom() => non_neg_integer()},
     %% Streaming (see the "Streaming" section): the policy, the monitors of
@@ -400,8 +401,17 @@ act({send, Ref}, #st{reqs = Reqs, pacing = P, fresh = F} = St) ->
           fresh = [Ref | F]};
 act({fail, Ref, Error}, St) ->
     finish(Ref, Error, St);
+act({job, lst}, St) ->
+    queue_own(lst, St#st{hs_t0 = erlang:monotonic_time()});
 act({job, Own}, St) ->
     queue_own(Own, St);
+act({handshake_done, Result}, St) ->
+    Meta = case Result of
+               ok -> #{result => ok};
+               {error, Why} -> #{result => error, reason => ibkr_oauth_redact:scrub(Why)}
+           end,
+    ibkr_oauth_telemetry:handshake_stop(St#st.hs_t0, Meta#{session => self()}),
+    St;
 act({renew_in, Ms}, St) ->
     cancel_timer(St#st.renew_timer),
     St#st{renew_timer = erlang:send_after(min(Ms, ?PORT_MAX_TIMEOUT), self(), renew)};
@@ -450,14 +460,16 @@ pump(#st{pacing = P} = St) ->
 throttled(Ref, #st{reqs = Reqs} = St) ->
     case Reqs of
         #{Ref := #req{where = rl, throttled = false} = R} ->
-            bump(rate_limited, St#st{reqs = Reqs#{Ref := R#req{throttled = true}}});
+            bump(rate_limited, St#st{reqs = Reqs#{Ref := R#req{throttled = true, held = true}}});
+        #{Ref := #req{where = rl} = R} ->
+            St#st{reqs = Reqs#{Ref := R#req{held = true}}};
         _ -> St
     end.
 
 -spec run_job(job(), token(), state()) -> state().
 run_job({req, Ref}, Token, #st{reqs = Reqs, lst = L} = St) ->
     #{Ref := R} = Reqs,
-    St1 = St#st{reqs = Reqs#{Ref := ibkr_oauth_request:leave_queue(R, now_us())}},
+    St1 = St#st{reqs = Reqs#{Ref := leave_queue(R)}},
     case ibkr_oauth_lst:idle(L) andalso ibkr_oauth_lst:usable(sys_now(), L) of
         true -> transmit(Ref, Token, St1);
         %% The LST went stale while it waited: it waits for a handshake.
@@ -710,8 +722,9 @@ new_req(From, Call, Timeout0, St) ->
             infinity -> {infinity, undefined};
             _ -> {now_ms() + Timeout, erlang:send_after(Timeout, self(), {deadline, Ref})}
         end,
-    R = (ibkr_oauth_request:new(From, Call, St#st.base_url, Deadline, now_us()))#req{timer = Timer},
-    {Ref, R, bump(requests, St)}.
+    R0 = ibkr_oauth_request:new(From, Call, St#st.base_url, Deadline, now_us()),
+    T0 = ibkr_oauth_telemetry:request_start((ibkr_oauth_request:start_meta(R0))#{session => self()}),
+    {Ref, R0#req{timer = Timer, t0 = T0}, bump(requests, St)}.
 
 -spec add_req(reference(), #req{}, state()) -> state().
 add_req(Ref, R, St) -> St#st{reqs = (St#st.reqs)#{Ref => R}}.
@@ -751,7 +764,10 @@ req_reply(Ref, Reply, #st{reqs = Reqs} = St) ->
             R = R0#req{where = new, retried = Retried},
             St1 = St#st{reqs = Reqs#{Ref := R}},
             case Decision of
-                {finish, Final} -> finish(Ref, Final, St1);
+                {finish, Final} ->
+                    St2 = with_lst(ibkr_oauth_lst:answered(Final, R#req.epoch, sys_now(),
+                                                           St1#st.lst), St1),
+                    finish(Ref, Final, St2);
                 _ ->
                     log(ibkr_oauth_request:retry_event(R, ibkr_oauth_retry:describe({Decision, Reply}),
                                                        Reply)),
@@ -806,20 +822,45 @@ finish(Ref, Reply0, #st{reqs = Reqs} = St0) ->
                         false -> ibkr_oauth_request:reply(R, Reply0);
                         true -> websocket_reply(Reply0, St)
                     end,
-            log(ibkr_oauth_request:done_event(R, Reply0, now_us())),
+            Done = case R#req.websocket of
+                       false -> Reply;
+                       true -> Reply0
+                   end,
+            log(ibkr_oauth_request:done_event(R, Done, now_us())),
+            request_telemetry(R, Done),
             _ = case From of
-                    {stream_http, _} -> self() ! {From, Reply};
+                    %% the stream policy reads the answer itself (IBKR's
+                    %% errors unclassified)
+                    {stream_http, _} -> self() ! {From, Reply0};
                     _ -> gen_server:reply(From, Reply)
                 end,
             count_reply(Reply, St);
         error -> St0
     end.
 
+-spec request_telemetry(#req{}, term()) -> ok.
+request_telemetry(R, Reply) ->
+    case ibkr_oauth_request:end_telemetry(R, Reply) of
+        {stop, M, Meta} -> ibkr_oauth_telemetry:request_stop(R#req.t0, M, Meta#{session => self()});
+        {exception, M, Meta} ->
+            ibkr_oauth_telemetry:request_exception(R#req.t0, M, Meta#{session => self()})
+    end.
+
+%% A request leaves the rate-limit queue.
+-spec leave_queue(#req{}) -> #req{}.
+leave_queue(R) ->
+    Now = now_us(),
+    case ibkr_oauth_request:queued_telemetry(R, Now) of
+        none -> ok;
+        {Ms, Meta} -> ibkr_oauth_telemetry:rate_limit_queued(Ms, Meta#{session => self()})
+    end,
+    ibkr_oauth_request:leave_queue(R, Now).
+
 %% Takes a finished request out of where it waits.
 -spec leave(new | lst | rl | {port, id()} | {retry, reference()}, reference(), #req{}, state()) ->
     {#req{}, state()}.
 leave(rl, Ref, R, #st{pacing = P} = St) ->
-    {ibkr_oauth_request:leave_queue(R, now_us()), St#st{pacing = ibkr_oauth_pacing:remove({req, Ref}, P)}};
+    {leave_queue(R), St#st{pacing = ibkr_oauth_pacing:remove({req, Ref}, P)}};
 leave(lst, Ref, R, #st{lst = L} = St) ->
     {R, St#st{lst = ibkr_oauth_lst:forget(Ref, L)}};
 leave({retry, TRef}, _Ref, R, St) ->
@@ -901,6 +942,7 @@ logout(#st{port = Port, pacing = P} = St) ->
 port_exited(Why, #st{port = OldPort, pending = P} = St0) ->
     logger:warning("ibkr_oauth: the port program exited (~p); ~b call(s) at the port lost",
                    [Why, map_size(P)], ?META#{event => port_exit}),
+    ibkr_oauth_telemetry:port_exit(Why, St0#st.os_pid),
     ibkr_oauth_port:close(OldPort),
     St1 = lost_at_port(St0#st{port = undefined}),
     {Decision, Exits} = ibkr_oauth_restart:exited(now_ms(), St1#st.port_exits),

@@ -384,11 +384,16 @@ handshake_faults_reach_waiting_requests(Config) ->
                            (_) -> false
                         end
            end,
+    %% a 401 or 429 is one of IBKR's own errors
+    Ibkr = fun(Kind, Code) -> fun({error, {ibkr, K, #{status := C}}}) -> {K, C} =:= {Kind, Code};
+                                 (_) -> false
+                              end
+           end,
     Is = fun(Want) -> fun(Got) -> Got =:= Want end end,
-    Cases = [{{reject_lst, 1}, Http(401)},
+    Cases = [{{reject_lst, 1}, Ibkr(unauthorized, 401)},
              {{status, 500, 1}, Http(500)},
              {{status, 503, 1}, Http(503)},
-             {{rate_limit, 1, 1}, Http(429)},
+             {{rate_limit, 1, 1}, Ibkr(rate_limited, 429)},
              {{drop, 1}, fun({error, {transport, _}}) -> true; (_) -> false end},
              {malformed_json, Is({error, {bad_response, not_json}})},
              {wrong_lst_signature, Is({error, lst_signature_mismatch})}]
@@ -415,7 +420,8 @@ handshake_faults_reach_waiting_requests(Config) ->
 %% 429 with Retry-After: the retry leaves the session at least Retry-After
 %% after the 429 came back (measured at the session by tracing its port
 %% traffic). A POST is retried too (a 429 was not processed), exactly once;
-%% a second 429 is the answer.
+%% a second 429 is the answer (IBKR's rate_limited error, with its
+%% Retry-After).
 retry_after_gap_honoured(Config) ->
     S = ?config(session, Config),
     {ok, _} = ibkr_oauth:authenticate(S),
@@ -425,10 +431,10 @@ retry_after_gap_honoured(Config) ->
     ?assert(Gap1 >= 1000, Gap1),
     ?assertEqual([429, 200], outcomes(<<"/echo">>)),
     ok = ?F:set_fault({rate_limit, 2, 2}),
-    {{ok, #{status := 429, headers := H}}, [Gap2]} =
+    {{error, {ibkr, rate_limited, #{status := 429, retry_after := RetryAfter}}}, [Gap2]} =
         traced_gaps(S, fun() -> ibkr_oauth:request(S, get, ?API, #{}) end),
     ?assert(Gap2 >= 2000, Gap2),
-    ?assertEqual(<<"2">>, proplists:get_value(<<"retry-after">>, H)),
+    ?assertEqual(2, RetryAfter),
     ?assertEqual([429, 429], outcomes(?API)),
     ?assertEqual(1, stat(handshakes)).
 
@@ -445,12 +451,13 @@ slow_handshake_request_timeout(Config) ->
     ?assertEqual(1, path_count(?API)).
 
 %% Every request answered 401 (the LST request too): each request/4 costs
-%% one API request and one handshake, then returns the refusal; no loop.
+%% one API request and one handshake, then returns the refusal (IBKR's
+%% `unauthorized'); no loop.
 server_refuses_everything(Config) ->
     S = ?config(session, Config),
     {ok, _} = ibkr_oauth:authenticate(S),
     ok = ?F:set_fault({status, 401, infinity}),
-    [?assertMatch({error, {http, 401, _}}, ibkr_oauth:request(S, get, ?API, #{}))
+    [?assertMatch({error, {ibkr, unauthorized, #{status := 401}}}, ibkr_oauth:request(S, get, ?API, #{}))
      || _ <- lists:seq(1, 3)],
     ?assertEqual(3, path_count(?API)),
     ?assertEqual(1 + 3, path_count(?LST_PATH)),
@@ -471,9 +478,9 @@ clock_skew(Config) ->
         [begin
              ok = ?F:set_fault({skew_s, Skew}),
              Bad0 = stat(bad_timestamps),
-             {error, {http, 401, Why}} = ibkr_oauth:authenticate(S),
+             {error, {ibkr, unauthorized, #{message := Why}}} = ibkr_oauth:authenticate(S),
              ?assertNotEqual(nomatch, binary:match(Why, <<"timestamp outside the window">>)),
-             {error, {http, 401, Why2}} = ibkr_oauth:request(S, get, ?API, #{}),
+             {error, {ibkr, unauthorized, #{message := Why2}}} = ibkr_oauth:request(S, get, ?API, #{}),
              ?assertNotEqual(nomatch, binary:match(Why2, <<"timestamp outside the window">>)),
              %% authenticate, then the request and its one re-handshake
              ?assertEqual(3, stat(bad_timestamps) - Bad0)

@@ -38,6 +38,9 @@
 %% (new tickle session; the sockets of the old one are dropped, or kept, and
 %% its cookie refused for new ones), send_all/1 (a JSON term to every socket), send_sts/2,
 %% subscriptions/0 (open sockets and their smd conids), stats/0, reset_stats/0.
+%% For `make bench': blast/3 (one text frame N times, many per ssl:send),
+%% send_made/1 (a text frame made by a fun just before its ssl:send, e.g.
+%% with a timestamp inside).
 %%
 %% Framing (pure, also used by the test client at the end): encode_frame/1,
 %% decode_frame/2, accept_key/1.
@@ -45,7 +48,7 @@
 
 -export([init_state/1, upgrade/2, server_call/3, server_down/2, serve/4]).
 -export([configure/1, drop_all/0, drop_all/1, rotate_session/0, rotate_session/1, send_all/1,
-         send_sts/2,
+         send_sts/2, blast/3, send_made/1,
          subscriptions/0, stats/0, reset_stats/0]).
 -export([encode_frame/1, decode_frame/2, accept_key/1, json_decode/1]).
 -export([client_open/2, client_send/2, client_send_frame/2, client_recv/2, client_close/1]).
@@ -91,6 +94,18 @@ send_sts(Authenticated, Competing) ->
     send_all(#{topic => <<"sts">>,
                args => #{authenticated => Authenticated, competing => Competing,
                          connected => true, message => <<>>, fail => <<>>}}).
+
+%% Every open socket sends the text frame Text N times, Batch frames per
+%% ssl:send (encoded once), without waiting for the peer. Returns at once
+%% with the number of sockets; the sending goes on in their processes.
+-spec blast(iodata(), pos_integer(), pos_integer()) -> non_neg_integer().
+blast(Text, N, Batch) when is_integer(N), N > 0, is_integer(Batch), Batch > 0 ->
+    call({blast, iolist_to_binary(encode_frame(#{opcode => 1, payload => Text})), N, Batch}).
+
+%% Every open socket sends one text frame, Make() called in the socket's
+%% process just before its ssl:send. Returns the number of sockets.
+-spec send_made(fun(() -> iodata())) -> non_neg_integer().
+send_made(Make) when is_function(Make, 0) -> call({send_made, Make}).
 
 %% [#{pid, session, smd => [Conid]}] of the open sockets.
 -spec subscriptions() -> [map()].
@@ -204,6 +219,12 @@ server_call({rotate_session, How}, _From, S = #{ws := #{sockets := Socks}, sessi
 server_call({send_all, Json}, _From, S = #{ws := #{sockets := Socks}}) ->
     _ = [Pid ! {send, Json} || Pid <- maps:keys(Socks)],
     {reply, map_size(Socks), S};
+server_call({blast, Frame, N, Batch}, _From, S = #{ws := #{sockets := Socks}}) ->
+    _ = [Pid ! {blast, Frame, N, Batch} || Pid <- maps:keys(Socks)],
+    {reply, map_size(Socks), S};
+server_call({send_made, Make}, _From, S = #{ws := #{sockets := Socks}}) ->
+    _ = [Pid ! {send_made, Make} || Pid <- maps:keys(Socks)],
+    {reply, map_size(Socks), S};
 server_call(sockets, _From, S = #{ws := #{sockets := Socks}}) ->
     {reply, maps:to_list(Socks), S};
 server_call(stats, _From, S = #{ws := Ws = #{stats := Stats, sockets := Socks}}) ->
@@ -295,11 +316,19 @@ wait(St = #{socket := Socket, buf := Buf, server_ref := Ref}) ->
         ticks -> wait(ticks(St));
         idle -> event(St, idle_closed), close_with(St, 1000, <<"idle">>);
         {send, Json} -> send_text(St, Json), wait(St);
+        {send_made, Make} -> send_text(St, Make()), wait(St);
+        {blast, Frame, N, Batch} -> blast_frames(St, Frame, N, Batch), wait(St);
         {drop, abrupt} -> abort(St);
         {drop, {close, Code, Text}} -> close_with(St, Code, Text);
         {query, From, QRef, smd} -> From ! {QRef, lists:sort(maps:keys(maps:get(smd, St)))}, wait(St);
         {'DOWN', Ref, process, _, _} -> abort(St)
     end.
+
+blast_frames(#{socket := Socket}, Frame, N, Batch) ->
+    Full = binary:copy(Frame, Batch),
+    _ = [ssl:send(Socket, Full) || _ <- lists:seq(1, N div Batch)],
+    _ = N rem Batch > 0 andalso ssl:send(Socket, binary:copy(Frame, N rem Batch)),
+    ok.
 
 abort(#{socket := Socket}) ->
     _ = ssl:close(Socket),

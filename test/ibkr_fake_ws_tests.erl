@@ -63,7 +63,7 @@ endpoint_test_() ->
     Cases = [fun rejects_bad_credentials/1, fun hello_tic_and_heartbeat/1,
              fun market_data_ticks_and_unsubscribe/1, fun smd_expires_unless_resent/1,
              fun other_streams/1, fun no_tic_closes/1, fun protocol_rules/1,
-             fun drop_rotate_and_sts/1, fun without_brokerage_session/1],
+             fun drop_rotate_and_sts/1, fun without_brokerage_session/1, fun bench_controls/1],
     {foreach, fun setup/0, fun cleanup/1,
      [fun(Ctx) -> {timeout, 60, fun() -> Case(Ctx) end} end || Case <- Cases]}.
 
@@ -242,6 +242,29 @@ without_brokerage_session(Ctx = #{s := S}) ->
     {_, _} = recv_topic(C2, <<"spl">>),
     #{refused := 1, subscribes := #{<<"spl">> := 1} = Subs} = ?W:stats(),
     ?assertNot(maps:is_key(<<"smd+265598">>, Subs)).
+
+%% blast/3: N copies of one text frame, also when N is no multiple of the
+%% batch; send_made/1: the frame made by the fun in the socket's process.
+bench_controls(Ctx) ->
+    C = hello(open(Ctx)),
+    ?assertEqual(1, ?W:blast(<<"{\"topic\":\"b\",\"n\":1}">>, 7, 3)),
+    C1 = lists:foldl(fun(_, Acc) ->
+                             {#{<<"n">> := 1}, Acc1} = recv_topic(Acc, <<"b">>),
+                             Acc1
+                     end, C, lists:seq(1, 7)),
+    Self = self(),
+    ?assertEqual(1, ?W:send_made(fun() -> Self ! {made_in, self()}, <<"{\"topic\":\"m\"}">> end)),
+    %% exactly 7: the next frame (heartbeats aside) is the made one
+    {ok, {json, #{<<"topic">> := <<"m">>}}, C2} = next_non_hb(C1),
+    [#{pid := Socket}] = ?W:subscriptions(),
+    ?assertEqual({made_in, Socket}, receive {made_in, _} = M -> M after 5000 -> none end),
+    ?W:client_close(C2).
+
+next_non_hb(C) ->
+    case ?W:client_recv(C, 5000) of
+        {ok, {json, #{<<"topic">> := <<"system">>, <<"hb">> := _}}, C1} -> next_non_hb(C1);
+        Other -> Other
+    end.
 
 smd_conids() -> [maps:get(smd, M) || M <- ?W:subscriptions()].
 

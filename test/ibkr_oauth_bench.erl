@@ -7,7 +7,7 @@
 %% port's owner forwards the reply, i.e. the least an Erlang wrapper can do).
 %% Throughput runs are time-boxed so the whole bench stays under 2 minutes.
 -module(ibkr_oauth_bench).
--export([main/0, write_frames/2, ws_stream/0]).
+-export([main/0, write_frames/2, ws_stream/0, session_stream/0, tls_one_way/0]).
 
 -define(N_SEQ, 20000).
 -define(WARMUP, 2000).
@@ -48,6 +48,8 @@ run() ->
     {EchoStart, PortStart, Ready} = start_times(),
     {Req, HttpMem} = request_throughput(),
     {WsRate, WsLat} = ws_stream(),
+    {SsRate, SsLat} = session_stream(),
+    TlsLat = tls_one_way(),
     E50 = p(50, Echo),
     Lat = fun(Name, Us, Target) -> {Name, us(Us), Us / E50, Target} end,
     Tp = fun(C, R, Target) ->
@@ -78,7 +80,16 @@ run() ->
             {"request/4 GET, local fake server (TLS, reused), 16 callers", per_s(Req), none, "-"},
             {"websocket messages delivered, local TLS sender (raw port)", per_s(WsRate), none,
              ">= 100000 /s"},
-            Lat("websocket message, ssl:send to event in owner p50", WsLat, "<= 1.5x floor")],
+            Lat("websocket message, ssl:send to event in owner p50", WsLat, "-"),
+            Lat("TLS loopback in the VM, one way p50 (sender floor)",
+                p(50, TlsLat), "-"),
+            {"stream messages to one subscriber via session (best of 3)", per_s(SsRate), none,
+             ">= 100000 /s"},
+            Lat("stream message, ssl:send to subscriber mailbox p50", p(50, SsLat),
+                "<= 1.5x floor"),
+            Lat("stream message, ssl:send to subscriber mailbox p99", p(99, SsLat), "-"),
+            Lat("stream message p50 minus sender floor p50 (added past TLS)",
+                p(50, SsLat) - p(50, TlsLat), "-")],
     print(Rows),
     io:format("~nVmRSS counts every resident page mapped, most of it libcrypto, libcurl and "
               "their dependencies,~nshared with every other process using them (page cache); "
@@ -342,6 +353,121 @@ ws_stream() ->
     _ = ssl:close(S),
     ibkr_ws_peer:close(Peer),
     {Rate, Lat}.
+
+%% The whole path through a real session: ibkr_oauth:subscribe/2 to market
+%% data, served by the fake IBKR websocket (test/ibkr_fake_ws.erl) over TLS
+%% on this host. (a) Messages per second from the sender's first ssl:send
+%% to the last {ibkr_oauth, Sub, {data, Map}} in the subscriber's mailbox,
+%% ?SS_N market-data-sized frames written ?WS_BATCH per ssl:send; best of
+%% ?ROUNDS. (b) One message at a time: the sender puts
+%% erlang:monotonic_time(nanosecond) in the frame just before its ssl:send
+%% (same node, same clock), the subscriber subtracts it from the time it
+%% takes the message out of its mailbox; sorted samples. The subscriber is
+%% a fresh process (an empty mailbox). Exported to run alone:
+%% ibkr_oauth_bench:session_stream().
+-define(SS_N, 100000).
+-define(SS_LAT_N, 2000).
+-spec session_stream() -> {float(), [float()]}.
+session_stream() ->
+    Self = self(),
+    {Pid, Ref} = spawn_monitor(fun() -> Self ! {self(), session_stream_run()} end),
+    receive
+        {Pid, Result} -> demonitor(Ref, [flush]), Result;
+        {'DOWN', Ref, process, Pid, Why} -> error({session_stream, Why})
+    end.
+
+-spec session_stream_run() -> {float(), [float()]}.
+session_stream_run() ->
+    %% no periodic ticks from the fake (only the one at subscribe)
+    {ok, #{config := Config}} =
+        ibkr_fake_server:start_from_vectors(public, #{ws => #{smd_rate_ms => 3600000}}),
+    {ok, S} = ibkr_oauth:start_link(Config),
+    Conid = 265598,
+    {ok, Sub} = ibkr_oauth:subscribe(S, {market_data, Conid, [<<"31">>, <<"84">>, <<"86">>]}),
+    receive {ibkr_oauth, Sub, {status, up}} -> ok after 10000 -> error(stream_not_up) end,
+    ok = sub_data(Sub, 1),
+    Tick = <<"{\"topic\":\"smd+265598\",\"conid\":265598,\"_updated\":1700000000000,"
+             "\"31\":\"189.60\",\"84\":\"189.59\",\"86\":\"189.61\"}">>,
+    Rates = [begin
+                 T0 = erlang:monotonic_time(microsecond),
+                 1 = ibkr_fake_ws:blast(Tick, ?SS_N, ?WS_BATCH),
+                 ok = sub_data(Sub, ?SS_N),
+                 ?SS_N / ((erlang:monotonic_time(microsecond) - T0) / 1.0e6)
+             end || _ <- lists:seq(1, ?ROUNDS)],
+    Stamped = fun() ->
+                      [<<"{\"topic\":\"smd+265598\",\"conid\":265598,\"_updated\":">>,
+                       integer_to_binary(erlang:monotonic_time(nanosecond)),
+                       <<",\"31\":\"189.60\",\"84\":\"189.59\",\"86\":\"189.61\"}">>]
+              end,
+    One = fun() ->
+                  1 = ibkr_fake_ws:send_made(Stamped),
+                  receive
+                      {ibkr_oauth, Sub, {data, #{<<"_updated">> := Sent}}} ->
+                          (erlang:monotonic_time(nanosecond) - Sent) / 1000
+                  after 10000 -> error(no_stream_message)
+                  end
+          end,
+    [One() || _ <- lists:seq(1, 200)],
+    Lat = lists:sort([One() || _ <- lists:seq(1, ?SS_LAT_N)]),
+    ok = ibkr_oauth:stop(S),
+    ibkr_fake_server:stop(),
+    {lists:max(Rates), Lat}.
+
+%% What the local sender alone costs: an Erlang TLS client sends a
+%% tick-sized record with a monotonic timestamp inside to an Erlang TLS
+%% server socket in active mode (no port, no websocket framing); sorted
+%% one-way times, one message at a time, from ssl:send to the {ssl, S, Data}
+%% message in the receiver's mailbox.
+-spec tls_one_way() -> [float()].
+tls_one_way() ->
+    Peer = #{port := Port, ca_file := CaFile} = ibkr_ws_peer:listen(),
+    Self = self(),
+    Receiver = spawn_link(fun() ->
+                                  S = ibkr_ws_peer:accept(Peer),
+                                  ok = ssl:setopts(S, [{active, true}]),
+                                  Self ! {self(), ready},
+                                  tls_receive(S, Self)
+                          end),
+    {ok, C} = ssl:connect("localhost", Port, [binary, {active, false}, {verify, verify_peer},
+                                              {cacertfile, binary_to_list(CaFile)}], 10000),
+    receive {Receiver, ready} -> ok after 10000 -> error(tls_receiver) end,
+    Pad = binary:copy(<<"x">>, 112),
+    One = fun() ->
+                  ok = ssl:send(C, <<(erlang:monotonic_time(nanosecond)):64/signed, Pad/binary>>),
+                  receive {Receiver, Us} -> Us after 10000 -> error(tls_one_way) end
+          end,
+    [One() || _ <- lists:seq(1, 200)],
+    Lat = lists:sort([One() || _ <- lists:seq(1, ?SS_LAT_N)]),
+    _ = ssl:close(C),
+    unlink(Receiver),
+    exit(Receiver, kill),
+    ibkr_ws_peer:close(Peer),
+    Lat.
+
+%% A record can arrive split or joined with the next: only the first
+%% 8 bytes of each whole message carry the stamp (one message in flight).
+-spec tls_receive(ssl:sslsocket(), pid()) -> no_return().
+tls_receive(S, To) ->
+    tls_receive(S, To, <<>>).
+
+-spec tls_receive(ssl:sslsocket(), pid(), binary()) -> no_return().
+tls_receive(S, To, Buf) ->
+    receive
+        {ssl, S, Data} ->
+            case <<Buf/binary, Data/binary>> of
+                <<Sent:64/signed, _:112/binary>> ->
+                    To ! {self(), (erlang:monotonic_time(nanosecond) - Sent) / 1000},
+                    tls_receive(S, To, <<>>);
+                Part -> tls_receive(S, To, Part)
+            end
+    end.
+
+-spec sub_data(reference(), non_neg_integer()) -> ok.
+sub_data(_Sub, 0) -> ok;
+sub_data(Sub, N) ->
+    receive {ibkr_oauth, Sub, {data, _}} -> sub_data(Sub, N - 1)
+    after 10000 -> error({stream_messages_missing, N})
+    end.
 
 -spec ws_await(port(), pos_integer()) -> term().
 ws_await(P, Id) ->

@@ -101,3 +101,15 @@ log_texts_test() ->
     Fine = ibkr_oauth_ibkr_error:first_401_after_lst_text(#{skew_s => 1}),
     ?assertEqual(nomatch, binary:match(Fine, <<"clock">>)),
     ?assertMatch({_, _}, binary:match(Fine, <<"prime">>)).
+
+%% A 429 keeps its Retry-After (seconds); one out of range or unreadable is left out.
+retry_after_test_() ->
+    C = fun(H) -> ibkr_oauth_ibkr_error:classify(429, H, <<>>) end,
+    [?_assertMatch({ibkr, rate_limited, #{status := 429, retry_after := 60}},
+                   C([{<<"Retry-After">>, <<"60">>}])),
+     ?_assertEqual({ibkr, rate_limited, #{status => 429, message => <<>>}},
+                   C([{<<"retry-after">>, <<"soon">>}])),
+     ?_assertEqual({ibkr, rate_limited, #{status => 429, message => <<>>}}, C([])),
+     %% only a 429 carries it
+     ?_assertEqual({ibkr, unauthorized, #{status => 401, message => <<>>}},
+                   ibkr_oauth_ibkr_error:classify(401, [{<<"retry-after">>, <<"5">>}], <<>>))].

@@ -68,7 +68,9 @@ websocket_info_test_() ->
 websocket_reply_test_() ->
     [?_assertEqual({ok, <<"s">>}, ?K:websocket_reply(ok200(#{}), {ok, <<"s">>})),
      ?_assertEqual({error, {bad_response, missing_field}}, ?K:websocket_reply(ok200(#{}), stale)),
-     ?_assertEqual({error, {http, 401, <<"no">>}},
+     ?_assertEqual({error, {ibkr, unauthorized, #{status => 401, message => <<>>}}},
                    ?K:websocket_reply({ok, #{status => 401, headers => [], body => <<"no">>}}, stale)),
+     ?_assertEqual({error, {http, 503, <<"busy">>}},
+                   ?K:websocket_reply({ok, #{status => 503, headers => [], body => <<"busy">>}}, stale)),
      ?_assertEqual({error, timeout}, ?K:websocket_reply({error, timeout}, stale)),
      ?_assertEqual({error, bad_reply}, ?K:websocket_reply(what, stale))].

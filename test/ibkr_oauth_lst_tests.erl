@@ -11,7 +11,7 @@ new() -> new(300000, false).
 new(Margin, Brokerage) -> ?L:new(#{refresh_margin => Margin, brokerage_session => Brokerage}).
 
 %% Only the actions the session acts on (no logs, no counters).
-acts(Acts) -> [A || A <- Acts, not is_tuple(A) orelse (element(1, A) =/= log andalso element(1, A) =/= count)].
+acts(Acts) -> [A || A <- Acts, not is_tuple(A) orelse not lists:member(element(1, A), [log, count, handshake_done])].
 logs(Acts) -> [A || {log, _, _, _, _} = A <- Acts].
 
 ok_lst(E) -> {ok, #{expires_at => E}}.
@@ -139,9 +139,11 @@ hint(E) ->
 %% ISSUE: failures back off, 1 s .. 60 s, and a request can cause at most
 %% one handshake per backoff step.
 backoff_test() ->
-    Err = {error, {http, 401, <<"no">>}},
+    Err0 = {error, {http, 401, <<"no">>}},
+    %% a 401 is one of IBKR's own errors
+    Err = {error, {ibkr, unauthorized, #{status => 401, message => <<>>}}},
     {_, L1} = ?L:request(r1, 30000, ?T0, new()),
-    {A1, L2} = ?L:lst_done(Err, ?T0, ?L:sent(lst, 1, L1)),
+    {A1, L2} = ?L:lst_done(Err0, ?T0, ?L:sent(lst, 1, L1)),
     ?assertEqual([{fail, r1, Err}], acts(A1)),
     ?assertMatch([{log, warning, _, _, #{event := handshake_failed, origin := demand}}], logs(A1)),
     %% within the backoff: a request with time waits for its end (no handshake now)
@@ -152,12 +154,12 @@ backoff_test() ->
     {[{renew_in, 1}], _} = ?L:timer(?T0 + 999, L3),
     {[{job, lst}], L4} = ?L:timer(?T0 + 1000, L3),
     %% it fails again: 2 s, then 4 s ... 60 s at most
-    {A2, L5} = ?L:lst_done(Err, ?T0 + 1000, ?L:sent(lst, 2, L4)),
+    {A2, L5} = ?L:lst_done(Err0, ?T0 + 1000, ?L:sent(lst, 2, L4)),
     ?assertEqual([{fail, r2, Err}], acts(A2)),
     {[{renew_in, 2000}], _} = ?L:request(r5, infinity, ?T0 + 1000, L5),
     Steps = lists:foldl(fun(_, {Acc, M, Now}) ->
                                 {_, M1} = ?L:authenticate(c, Now, M),
-                                {_, M2} = ?L:lst_done(Err, Now, M1),
+                                {_, M2} = ?L:lst_done(Err0, Now, M1),
                                 {[{renew_in, Ms}], _} = ?L:request(x, infinity, Now, M2),
                                 {[Ms | Acc], M2, Now + Ms}
                         end, {[], L5, ?T0 + 1000}, lists:seq(1, 7)),
@@ -338,3 +340,77 @@ proper_test_() ->
     {timeout, 60,
      ?_assert(proper:quickcheck(prop_one_handshake_per_step(),
                                 [{numtests, 500}, {max_size, 80}, {to_file, user}, quiet]))}.
+
+%% IBKR's own errors: the handshake fails with {ibkr, Kind, Info} for callers
+%% and waiting requests, and the warning says the kind and the advice;
+%% anything unrecognised stays {http, Status, Body}.
+ibkr_errors_test() ->
+    Body = <<"{\"error\":\"id: 4711, error: invalid consumer\",\"statusCode\":401}">>,
+    {_, L1} = ?L:authenticate(c, ?T0, new()),
+    {_, L2} = ?L:request(r, 30000, ?T0, L1),
+    {A, _} = ?L:lst_done({error, {http, 401, Body}}, ?T0, ?L:sent(lst, 1, L2)),
+    Ibkr = {error, {ibkr, invalid_consumer, #{status => 401, message => <<"invalid consumer">>,
+                                             incident => 4711}}},
+    ?assertEqual([{reply, c, Ibkr}, {fail, r, Ibkr}], acts(A)),
+    ?assert(lists:member({handshake_done, Ibkr}, A)),
+    [{log, warning, F, Args, Meta}] = logs(A),
+    Text = lists:flatten(io_lib:format(F, Args)),
+    ?assertNotEqual(nomatch, string:find(Text, "invalid_consumer")),
+    ?assertNotEqual(nomatch, string:find(Text, "regional midnight")),   % the advice
+    ?assertMatch(#{event := handshake_failed, error := {ibkr, invalid_consumer}}, Meta),
+    %% unrecognised
+    {_, M1} = ?L:authenticate(c, ?T0, new()),
+    {B, _} = ?L:lst_done({error, {http, 503, <<"busy">>}}, ?T0, ?L:sent(lst, 1, M1)),
+    ?assertEqual([{reply, c, {error, {http, 503, <<"busy">>}}}], acts(B)),
+    ?assert(lists:member({handshake_done, {error, {http, 503, <<"busy">>}}}, B)).
+
+%% A signature mismatch is logged with its likely causes.
+signature_mismatch_logged_test() ->
+    {_, L1} = ?L:authenticate(c, ?T0, new()),
+    {A, _} = ?L:lst_done({error, lst_signature_mismatch}, ?T0, ?L:sent(lst, 1, L1)),
+    ?assertEqual([{reply, c, {error, lst_signature_mismatch}}], acts(A)),
+    [{log, warning, F, Args, #{error := lst_signature_mismatch}}] = logs(A),
+    ?assertNotEqual(nomatch, string:find(lists:flatten(io_lib:format(F, Args)), "dh_prime")).
+
+%% Every end of an LST request says so once (telemetry).
+handshake_done_test() ->
+    {_, L1} = ?L:authenticate(c, ?T0, new()),
+    {A, _} = ?L:lst_done(ok_lst(?T0 + ?DAY), ?T0, ?L:sent(lst, 1, L1)),
+    ?assertEqual([{handshake_done, ok}], [X || {handshake_done, _} = X <- A]),
+    {B, _} = ?L:lst_done(ok_lst(?T0 + 10), ?T0, ?L:sent(lst, 1, L1)),
+    ?assertEqual([{handshake_done, {error, {bad_response, lst_expiration}}}],
+                 [X || {handshake_done, _} = X <- B]),
+    {C, _} = ?L:lst_done({error, timeout}, ?T0, ?L:sent(lst, 1, L1)),
+    ?assertEqual([{handshake_done, {error, timeout}}], [X || {handshake_done, _} = X <- C]).
+
+%% The brokerage session refused with one of IBKR's errors: the warning names it.
+ssodh_ibkr_error_test() ->
+    {_, M1} = ?L:authenticate(c, ?T0, new(300000, true)),
+    {_, M2} = ?L:lst_done(ok_lst(?T0 + ?DAY), ?T0, M1),
+    Body = <<"{\"error\":\"failed to generate sso dh token\",\"statusCode\":500}">>,
+    {A, _} = ?L:ssodh_done({ok, #{status => 500, headers => [], body => Body}}, M2),
+    ?assertEqual([{reply, c, ok_lst(?T0 + ?DAY)}], acts(A)),
+    [{log, warning, F, Args, #{error := {ibkr, sso_dh_failed}}}] = logs(A),
+    ?assertNotEqual(nomatch, string:find(lists:flatten(io_lib:format(F, Args)), "API support")).
+
+%% The final 401 of a request signed with the newest LST is explained, once
+%% per LST, with the clock skew from the answer's Date when there is one.
+first_401_after_lst_test() ->
+    L = authenticated(?DAY),                              % epoch 1
+    Now = 1700000000000,                                  % 2023-11-14 22:13:20 UTC
+    R401 = {ok, #{status => 401, headers => [{<<"date">>, <<"Tue, 14 Nov 2023 22:12:20 GMT">>}],
+                  body => <<>>}},
+    {A, L1} = ?L:answered(R401, 1, Now, L),
+    [{log, warning, F, Args, #{event := first_401_after_lst, epoch := 1}}] = A,
+    Text = lists:flatten(io_lib:format(F, Args)),
+    ?assertNotEqual(nomatch, string:find(Text, "off by 60 s")),
+    %% once per LST
+    ?assertEqual({[], L1}, ?L:answered(R401, 1, Now, L1)),
+    %% not for an older LST, not for other answers, not without an LST
+    ?assertEqual({[], L}, ?L:answered(R401, 0, Now, L)),
+    ?assertEqual({[], L}, ?L:answered({ok, #{status => 200}}, 1, Now, L)),
+    ?assertEqual({[], L}, ?L:answered({error, timeout}, 1, Now, L)),
+    ?assertEqual({[], new()}, ?L:answered(R401, 0, Now, new())),
+    %% without a Date: the text says to check the clock
+    {[{log, warning, F2, Args2, _}], _} = ?L:answered({ok, #{status => 401}}, 1, Now, L),
+    ?assertNotEqual(nomatch, string:find(lists:flatten(io_lib:format(F2, Args2)), "check the local clock")).

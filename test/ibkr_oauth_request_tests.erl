@@ -55,3 +55,46 @@ events_test() ->
     ?assertNot(is_map_key(status, M4)),
     %% never the query
     ?assertEqual(nomatch, string:find(io_lib:format("~p", [{Args, Meta, M2, M3}]), "secret")).
+
+%% The final answer: IBKR's own errors outside 2xx become {error, {ibkr, ...}};
+%% everything else is the response, with queued_ms.
+ibkr_reply_test_() ->
+    R = req(),
+    NoBridge = <<"{\"error\":\"no bridge\",\"statusCode\":400}">>,
+    Resp = fun(S, B) -> {ok, #{status => S, headers => [], body => B}} end,
+    [?_assertEqual({error, {ibkr, no_bridge, #{status => 400, message => <<"no bridge">>}}},
+                   ?R:reply(R, Resp(400, NoBridge))),
+     ?_assertMatch({error, {ibkr, rate_limited, #{status := 429, retry_after := 7}}},
+                   ?R:reply(R, {ok, #{status => 429, headers => [{<<"retry-after">>, <<"7">>}],
+                                      body => <<>>}})),
+     ?_assertMatch({error, {ibkr, unauthorized, #{status := 401}}}, ?R:reply(R, Resp(401, <<"no">>))),
+     %% unrecognised, and 2xx whatever the body says
+     ?_assertEqual({ok, #{status => 500, headers => [], body => <<"oops">>, queued_ms => 0}},
+                   ?R:reply(R, Resp(500, <<"oops">>))),
+     ?_assertEqual({ok, #{status => 200, headers => [], body => NoBridge, queued_ms => 0}},
+                   ?R:reply(R, Resp(200, NoBridge)))].
+
+ibkr_done_event_test() ->
+    R = req(),
+    Ibkr = {ibkr, no_bridge, #{status => 400, message => <<"no bridge">>}},
+    {info, F, A, Meta} = ?R:done_event(R, {error, Ibkr}, 600),
+    ?assertMatch(#{status := 400, error := {ibkr, no_bridge}}, Meta),
+    ?assertNotEqual(nomatch, string:find(lists:flatten(io_lib:format(F, A)), "ssodh/init")).
+
+telemetry_test() ->
+    R = (req())#req{attempt = 1},
+    ?assertEqual(#{method => get, path => <<"/a/b">>, attempt => 0}, ?R:start_meta(req())),
+    ?assertEqual({stop, #{queued_ms => 0}, #{method => get, path => <<"/a/b">>, attempt => 1, status => 200}},
+                 ?R:end_telemetry(R, {ok, #{status => 200, body => <<"secret">>}})),
+    ?assertMatch({stop, _, #{status := 400, error := no_bridge}},
+                 ?R:end_telemetry(R, {error, {ibkr, no_bridge, #{status => 400, message => <<"x">>}}})),
+    ?assertMatch({exception, _, #{reason := timeout, attempt := 1}}, ?R:end_telemetry(R, {error, timeout})),
+    %% never a body in the metadata
+    ?assertMatch({exception, _, #{reason := {http, 503, {binary, 6}}}},
+                 ?R:end_telemetry(R, {error, {http, 503, <<"secret">>}})),
+    %% the wait in the rate-limit queue, only when the limit held it
+    Q = ?R:enter_queue(R, 1000),
+    ?assertEqual(none, ?R:queued_telemetry(Q, 9000)),
+    ?assertEqual({8, #{method => get, path => <<"/a/b">>}}, ?R:queued_telemetry(Q#req{held = true}, 9000)),
+    ?assertEqual(none, ?R:queued_telemetry(?R:leave_queue(Q#req{held = true}, 9000), 9000)),
+    ?assertNot((?R:enter_queue(Q#req{held = true}, 1))#req.held).

@@ -706,7 +706,8 @@ second_401_returned(_Config) ->
                                          (Req, N) -> ibkr_http_stub:ibkr_handler(Req, N)
                                       end),
     {ok, S} = ibkr_oauth:start_link(stub_config(Stub)),
-    ?assertMatch({ok, #{status := 401, body := <<"no">>}}, ibkr_oauth:request(S, delete, <<"/b">>)),
+    %% any 401 is IBKR's `unauthorized'
+    ?assertMatch({error, {ibkr, unauthorized, #{status := 401}}}, ibkr_oauth:request(S, delete, <<"/b">>)),
     ?assertEqual(2, ibkr_http_stub:count(Stub, <<"/b">>)),
     ?assertEqual(2, ibkr_http_stub:count(Stub, <<"/oauth/live_session_token">>)),
     stop_clean(S),
@@ -723,8 +724,9 @@ retry_429(_Config) ->
     T0 = erlang:monotonic_time(millisecond),
     ?assertMatch({ok, #{status := 200}}, ibkr_oauth:request(S, get, <<"/c">>, #{timeout => 5000})),
     ?assert(erlang:monotonic_time(millisecond) - T0 >= 1000),
-    %% Retry-After beyond the deadline: the 429 itself.
-    ?assertMatch({ok, #{status := 429}}, ibkr_oauth:request(S, get, <<"/d">>, #{timeout => 2000})),
+    %% Retry-After beyond the deadline: the 429 itself, as IBKR's rate_limited.
+    ?assertMatch({error, {ibkr, rate_limited, #{status := 429, retry_after := 5}}},
+                 ibkr_oauth:request(S, get, <<"/d">>, #{timeout => 2000})),
     ?assertEqual(1, ibkr_http_stub:count(Stub, <<"/d">>)),
     stop_clean(S),
     ibkr_http_stub:stop(Stub).
@@ -753,8 +755,9 @@ handshake_error(_Config) ->
                                          (Req, N) -> ibkr_http_stub:ibkr_handler(Req, N)
                                       end),
     {ok, S} = ibkr_oauth:start_link(stub_config(Stub)),
-    ?assertMatch({error, {http, 401, _}}, ibkr_oauth:authenticate(S)),
-    ?assertMatch({error, {http, 401, _}}, ibkr_oauth:request(S, get, <<"/x">>)),
+    Refused = {error, {ibkr, invalid_consumer, #{status => 401, message => <<"invalid consumer">>}}},
+    ?assertEqual(Refused, ibkr_oauth:authenticate(S)),
+    ?assertEqual(Refused, ibkr_oauth:request(S, get, <<"/x">>)),
     ?assertEqual(0, ibkr_http_stub:count(Stub, <<"/x">>)),
     ibkr_http_stub:set_handler(Stub, fun(#{path := <<"/oauth/live_session_token">>}, _) ->
                                              {200, [], <<"not json">>};

@@ -1,6 +1,7 @@
 %% Session API beyond plain requests, against the fake IBKR server:
 %% websocket_info/1, sign/3 with an expired LST, the logger events of each
-%% request (metadata, levels, no secrets) and stats/1.
+%% request (metadata, levels, no secrets), the telemetry events (with a
+%% stand-in `telemetry' module: the library is never needed) and stats/1.
 -module(session_api_SUITE).
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
@@ -9,7 +10,8 @@
          init_per_testcase/2, end_per_testcase/2]).
 -export([websocket_info_tickles_once/1, websocket_info_errors/1,
          sign_with_expired_lst/1, request_log_events/1, stats_counters/1,
-         not_a_session/1, longest_timeout/1, lst_complete_during_authenticate/1]).
+         not_a_session/1, longest_timeout/1, lst_complete_during_authenticate/1,
+         telemetry_events/1]).
 -export([log/2]).
 
 -define(F, ibkr_fake_server).
@@ -22,7 +24,7 @@ suite() -> [{timetrap, {minutes, 2}}].
 all() ->
     [websocket_info_tickles_once, websocket_info_errors, sign_with_expired_lst,
      request_log_events, stats_counters, not_a_session, longest_timeout,
-     lst_complete_during_authenticate].
+     lst_complete_during_authenticate, telemetry_events].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ibkr_oauth),
@@ -38,6 +40,14 @@ init_per_testcase(sign_with_expired_lst, Config) ->
     {ok, S} = ibkr_oauth:start_link(ibkr_test_lib:vector_config(public)),
     unlink(S),
     [{session, S} | Config];
+init_per_testcase(telemetry_events, Config) ->
+    {ok, Info = #{config := Client}} =
+        ?F:start_from_vectors(public, #{ca_dir => ?config(priv_dir, Config)}),
+    %% /portfolio/accounts: one per 500 ms, so a second one waits
+    {ok, S} = ibkr_oauth:start_link(Client#{rate_limit => #{global => 50,
+                                                             endpoints => [{?ACCOUNTS, 1, 500}]}}),
+    unlink(S),
+    [{session, S}, {fake, Info}, {client, Client} | Config];
 init_per_testcase(_Case, Config) ->
     {ok, Info = #{config := Client}} =
         ?F:start_from_vectors(public, #{ca_dir => ?config(priv_dir, Config)}),
@@ -191,8 +201,9 @@ request_log_events(Config) ->
         ?assertMatch([#{level := info}], [E || #{meta := #{event := handshake}} = E <- Evs]),
         %% A failure: info with the error; the port's death: a warning.
         ok = ?F:set_fault({status, 401, 4}),
-        {error, {http, 401, _}} = ibkr_oauth:request(S, get, ?POSITIONS, #{}),
-        ?assertMatch([#{level := info, meta := #{status := undefined, error := {http, 401, _}}}],
+        {error, {ibkr, unauthorized, _}} = ibkr_oauth:request(S, get, ?POSITIONS, #{}),
+        %% (IBKR's own error: logged with its status and kind)
+        ?assertMatch([#{level := info, meta := #{status := 401, error := {ibkr, unauthorized}}}],
                      [E || #{meta := #{event := request}} = E <- events()]),
         ok = ?F:clear_faults(),
         ?L:kill_os(ibkr_oauth:os_pid(S)),
@@ -230,5 +241,103 @@ log(Event, #{config := #{pid := Pid}}) ->
 %% replies, so the events of a finished call are already in the mailbox.
 events() ->
     receive {?MODULE, E} -> [E | events()]
+    after 0 -> []
+    end.
+
+%% Telemetry, with a stand-in `telemetry' module compiled here that sends
+%% each event to this process: one handshake, one request, one request held
+%% by the rate limit, one that ends without an answer, one refused
+%% handshake, one port kill. No query, header, body or token in any
+%% metadata.
+telemetry_events(Config) ->
+    S = ?config(session, Config),
+    load_telemetry_stand_in(),
+    try
+        {ok, _} = ibkr_oauth:authenticate(S),
+        [{[ibkr_oauth, handshake, stop], #{duration := D0}, #{result := ok, session := S}}] =
+            tm_events(1),
+        ?assert(is_integer(D0) andalso D0 >= 0),
+        %% one request: start, stop with the status
+        Secret = <<"needle42">>,
+        {ok, #{status := 200}} = ibkr_oauth:request(S, get, ?ACCOUNTS, #{query => [{<<"q">>, Secret}]}),
+        Meta = #{method => get, path => ?ACCOUNTS, session => S},
+        [{[ibkr_oauth, request, start], #{system_time := _, monotonic_time := _}, Start},
+         {[ibkr_oauth, request, stop], #{duration := D1, queued_ms := 0}, Stop}] = tm_events(2),
+        ?assertEqual(Meta#{attempt => 0}, Start),
+        ?assertEqual(Meta#{attempt => 1, status => 200}, Stop),
+        ?assert(D1 >= 0),
+        %% held by the rate limit (1 per 500 ms): queued, with the wait
+        {ok, #{status := 200, queued_ms := Q}} = ibkr_oauth:request(S, get, ?ACCOUNTS),
+        ?assert(Q > 0, Q),
+        [{[ibkr_oauth, request, start], _, _},
+         {[ibkr_oauth, rate_limit, queued], #{queued_ms := Q1}, #{path := ?ACCOUNTS, session := S}},
+         {[ibkr_oauth, request, stop], #{queued_ms := Q}, #{status := 200}}] = tm_events(3),
+        ?assertEqual(Q, Q1),
+        %% no answer at all: an exception with the reason
+        {error, timeout} = ibkr_oauth:request(S, get, ?POSITIONS, #{timeout => 0}),
+        [{[ibkr_oauth, request, start], _, _},
+         {[ibkr_oauth, request, exception], #{duration := _},
+          #{reason := timeout, path := ?POSITIONS, attempt := 0}}] = tm_events(2),
+        %% IBKR's own error: a stop with its status and kind
+        ok = ?F:set_fault({answer, ?POSITIONS, 400,
+                           <<"{\"error\":\"no bridge\",\"statusCode\":400}">>, 1}),
+        {error, {ibkr, no_bridge, _}} = ibkr_oauth:request(S, get, ?POSITIONS),
+        [{[ibkr_oauth, request, start], _, _},
+         {[ibkr_oauth, request, stop], _, #{status := 400, error := no_bridge}}] = tm_events(2),
+        %% a refused handshake: an error, IBKR's text replaced by its size
+        ok = ?F:set_fault({reject_lst, 1}),
+        {error, {ibkr, unauthorized, _}} = ibkr_oauth:authenticate(S),
+        [{[ibkr_oauth, handshake, stop], _,
+          #{result := error, reason := {ibkr, unauthorized, #{status := 401, message := {binary, _}}}}}] =
+            tm_events(1),
+        %% the port killed
+        OsPid = ibkr_oauth:os_pid(S),
+        ?L:kill_os(OsPid),
+        [{[ibkr_oauth, port, exit], #{count := 1}, #{os_pid := OsPid, reason := _}}] = tm_events(1),
+        ok = ?L:wait_until(fun() -> maps:get(port_restarts, ibkr_oauth:stats(S)) =:= 1 end, 10000),
+        %% nothing more, and never the query or a binary other than the path
+        [] = tm_events(0),
+        ?assertEqual(nomatch, binary:match(term_to_binary(get(telemetry_seen)), Secret))
+    after
+        unload_telemetry_stand_in()
+    end.
+
+%% -module(telemetry). execute(E, M, Md) -> Pid ! {telemetry_event, E, M, Md}, ok.
+load_telemetry_stand_in() ->
+    Src = io_lib:format("-module(telemetry).~n-export([execute/3]).~n"
+                        "execute(E, M, Md) -> list_to_pid(~p) ! {telemetry_event, E, M, Md}, ok.~n",
+                        [pid_to_list(self())]),
+    {ok, Tokens, _} = erl_scan:string(lists:flatten(Src)),
+    Forms = [begin {ok, F} = erl_parse:parse_form(Ts), F end || Ts <- split_dots(Tokens, [])],
+    {ok, telemetry, Bin} = compile:forms(Forms, [binary]),
+    {module, telemetry} = code:load_binary(telemetry, "telemetry.erl", Bin),
+    ok = ibkr_oauth_telemetry:reset(),
+    true = ibkr_oauth_telemetry:available().
+
+split_dots([], []) -> [];
+split_dots([{dot, _} = Dot | Rest], Cur) -> [lists:reverse([Dot | Cur]) | split_dots(Rest, [])];
+split_dots([T | Rest], Cur) -> split_dots(Rest, [T | Cur]).
+
+unload_telemetry_stand_in() ->
+    _ = code:purge(telemetry),
+    _ = code:delete(telemetry),
+    _ = code:purge(telemetry),
+    ibkr_oauth_telemetry:reset().
+
+%% The next N events (waiting for each), then whatever else has arrived: the
+%% list must be exactly N long to match.
+tm_events(N) ->
+    Evs = [receive {telemetry_event, E, M, Md} -> {E, M, Md}
+           after 10000 -> ct:fail({telemetry_events, N})
+           end || _ <- lists:seq(1, N)],
+    timer:sleep(100),
+    More = telemetry_flush(),
+    All = Evs ++ More,
+    put(telemetry_seen, [All | case get(telemetry_seen) of undefined -> []; L -> L end]),
+    ct:log("telemetry: ~p", [All]),
+    All.
+
+telemetry_flush() ->
+    receive {telemetry_event, E, M, Md} -> [{E, M, Md} | telemetry_flush()]
     after 0 -> []
     end.
