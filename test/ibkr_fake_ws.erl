@@ -265,9 +265,11 @@ serve(Socket, Buf, Ctx = #{key := Key, session := Session, opts := Opts}, Server
     Head = [<<"HTTP/1.1 101 Switching Protocols\r\n">>,
             <<"upgrade: websocket\r\nconnection: Upgrade\r\n">>,
             <<"sec-websocket-accept: ">>, accept_key(Key), <<"\r\n\r\n">>],
+    %% Counted before the 101 goes out: a client that sees the 101 and asks
+    %% stats/0 at once finds its connection.
+    ok = gen_server:call(Server, {ws, {opened, self(), Session}}),
     case ssl:send(Socket, Head) of
         ok ->
-            ok = gen_server:call(Server, {ws, {opened, self(), Session}}),
             St = #{socket => Socket, server => Server, ctx => Ctx, opts => Opts, buf => Buf,
                    frag => none, smd => #{}, seq => 0,
                    server_ref => monitor(process, Server)},
