@@ -865,7 +865,7 @@ is_non_neg_integer(I) -> is_integer(I) andalso I >= 0.
 
 %% @doc Checks a config the way IBKR will (key files, DH parameters,
 %% consumer key, realm, secret, then the live session token, the brokerage
-%% session, `/tickle' and `/iserver/accounts'), see {@link ibkr_oauth_doctor}.
+%% session, `/tickle', `/iserver/accounts' and the websocket), see {@link ibkr_oauth_doctor}.
 %% @equiv doctor(Config, #{})
 -spec doctor(config()) -> [{atom(), ok | {warn, binary()} | {fail, binary()}}].
 doctor(Config) -> ibkr_oauth_doctor:run(Config, #{}).

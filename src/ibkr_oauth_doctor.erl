@@ -5,9 +5,11 @@
 %% access-token secret), then, unless `offline', the online steps in order,
 %% stopping at the first that fails: the server's clock (`Date' header),
 %% the live session token, the brokerage session (`ssodh/init'), `/tickle',
-%% `GET /iserver/accounts'. The websocket is not checked yet (reported as a
-%% `warn'). Nothing secret is ever shown: keys appear as SHA-256
-%% fingerprints of their public half.
+%% `GET /iserver/accounts', the websocket (opened with the tickle's
+%% `session': `system', `act' and `sts' authenticated within 5 s, then a
+%% `tic' answered; its decisions are {@link ibkr_oauth_doctor_ws}).
+%% Nothing secret is ever shown: keys appear as SHA-256 fingerprints of
+%% their public half.
 %%
 %% The port program does the crypto (`init' decrypts the secret) and the
 %% HTTPS, in a process of its own: the caller's mailbox is not touched.
@@ -21,7 +23,7 @@
 -export_type([check/0, result/0, line/0]).
 
 -ifdef(TEST).
--export([probable_prime/1]).
+-export([probable_prime/1, tickle_answer/1]).
 -endif.
 
 -type check() :: atom().
@@ -440,9 +442,7 @@ online(Port, #{base_url := Base} = Valid) ->
              fun(Ctx) -> ssodh(Port, Base, Ctx) end,
              fun(Ctx) -> tickle(Port, Base, Ctx) end,
              fun(Ctx) -> accounts(Port, Base, Ctx) end,
-             fun(_) -> {[{warn, websocket, <<"not checked by the doctor yet">>,
-                          <<"after subscribing, expect system, act and sts authenticated:true within a few "
-                            "seconds and an answer to tic">>}], #{}} end],
+             fun(Ctx) -> websocket(Port, Ctx) end],
     run_steps(Steps, #{valid => Valid}, []).
 
 -spec run_steps([fun((map()) -> {[line()], map()})], map(), [line()]) -> [line()].
@@ -561,7 +561,7 @@ found({ibkr, Kind, #{status := Status} = Info}) ->
 
 -spec signed(port(), binary(), binary(), binary()) -> term().
 signed(Port, Method, Url, Body) ->
-    Req = #{method => Method, url => Url, sign => true},
+    Req = #{method => Method, url => Url, sign => true, decode => json},
     http(Port, case Body of
                    <<>> -> Req;
                    _ -> Req#{body => Body, headers => [{<<"content-type">>, <<"application/json">>}]}
@@ -577,23 +577,41 @@ ssodh(Port, Base, Ctx) ->
 -spec tickle(port(), binary(), map()) -> {[line()], map()}.
 tickle(Port, Base, Ctx) ->
     step(tickle, signed(Port, <<"POST">>, <<Base/binary, "/tickle">>, <<>>), Ctx,
-         fun(Body) ->
-                 case {json_true(Body, <<"authenticated">>), json_true(Body, <<"competing">>)} of
-                     {true, false} -> {ok, <<"authenticated, not competing">>, <<>>};
-                     {true, true} -> {warn, <<"authenticated, competing">>,
-                                      <<"another session (TWS, mobile) competes: compete:true evicts it">>};
-                     {false, _} -> {fail, <<"authenticated:false">>,
-                                    <<"no brokerage session: re-run ssodh/init (brokerage_session => true)">>}
-                 end
+         fun(#{json := Json}) ->
+                 {Level, Found, Advice, Session} = tickle_answer(Json),
+                 {Level, Found, Advice, #{session => Session}};
+            (#{json_error := Why}) ->
+                 {fail, <<"answered 200, but not JSON (", (atom_to_binary(Why))/binary, ")">>, <<>>}
          end).
+
+%% @private A tickle's JSON answer: the line's level, what was found, the
+%% advice, and its `session' (the websocket's cookie) or why there is none.
+-spec tickle_answer(term()) -> {ok | warn | fail, binary(), binary(), {ok, binary()} | {none, binary()}}.
+tickle_answer(Json) ->
+    Auth = case Json of
+               #{<<"iserver">> := #{<<"authStatus">> := #{} = A}} -> A;
+               _ -> #{}
+           end,
+    Session = case Json of
+                  #{<<"session">> := S} when is_binary(S), S =/= <<>> -> {ok, S};
+                  #{} -> {none, <<"the tickle answer has no session">>};
+                  _ -> {none, <<"the tickle answer is not a JSON object">>}
+              end,
+    case {maps:get(<<"authenticated">>, Auth, false) =:= true, maps:get(<<"competing">>, Auth, false) =:= true} of
+        {true, false} -> {ok, <<"authenticated, not competing">>, <<>>, Session};
+        {true, true} -> {warn, <<"authenticated, competing">>,
+                         <<"another session (TWS, mobile) competes: compete:true evicts it">>, Session};
+        _ -> {fail, <<"authenticated:false">>,
+              <<"no brokerage session: re-run ssodh/init (brokerage_session => true)">>, Session}
+    end.
 
 -spec accounts(port(), binary(), map()) -> {[line()], map()}.
 accounts(Port, Base, Ctx) ->
     step(accounts, signed(Port, <<"GET">>, <<Base/binary, "/iserver/accounts">>, <<>>), Ctx,
-         fun(Body) ->
-                 Paper = case json_true(Body, <<"isPaper">>) of
-                             true -> <<", paper account">>;
-                             false -> <<>>
+         fun(#{body := Body} = Resp) ->
+                 Paper = case Resp of
+                             #{json := #{<<"isPaper">> := true}} -> <<", paper account">>;
+                             _ -> <<>>
                          end,
                  case ibkr_oauth_ibkr_error:classify(200, [], Body) of
                      {ibkr, misconfigured_session, _} = E ->
@@ -602,16 +620,69 @@ accounts(Port, Base, Ctx) ->
                  end
          end).
 
--spec step(check(), term(), map(), fun((binary()) -> {ok | warn | fail, binary(), binary()})) ->
+%% `OnOk' gets the answer (`json' or `json_error' with it) and returns the
+%% line, optionally with what later steps need.
+-spec step(check(), term(), map(),
+           fun((map()) -> {ok | warn | fail, binary(), binary()} | {ok | warn | fail, binary(), binary(), map()})) ->
     {[line()], map()}.
-step(Check, {ok, #{status := 200, body := Body}}, _Ctx, OnOk) ->
-    {Level, Found, Advice} = OnOk(Body),
-    {[{Level, Check, Found, Advice}], #{}};
+step(Check, {ok, #{status := 200} = Resp}, _Ctx, OnOk) ->
+    case OnOk(Resp) of
+        {Level, Found, Advice} -> {[{Level, Check, Found, Advice}], #{}};
+        {Level, Found, Advice, More} -> {[{Level, Check, Found, Advice}], More}
+    end;
 step(Check, {ok, #{status := Status, body := Body}}, Ctx, _) ->
     {[ibkr_line(Check, {http, Status, Body}, Ctx)], #{}};
 step(Check, {error, Reason}, Ctx, _) ->
     {[ibkr_line(Check, Reason, Ctx)], #{}}.
 
--spec json_true(binary(), binary()) -> boolean().
-json_true(Body, Key) ->
-    re:run(Body, <<"\"", Key/binary, "\"\\s*:\\s*true">>, [{capture, none}]) =:= match.
+%% The websocket with the tickle's session as its cookie, on this port
+%% (the doctor's own: a session's stream is not touched); closed at the end.
+-spec websocket(port(), map()) -> {[line()], map()}.
+websocket(Port, #{session := {ok, Session}}) ->
+    Open = ibkr_oauth_port_call:call(Port, {ws_open, #{cookie => Session, timeout => ?HTTP_TIMEOUT}},
+                                     ?HTTP_TIMEOUT + 5000),
+    case Open of
+        {ok, Conn} ->
+            TicId = erlang:unique_integer([positive]),
+            St = ibkr_oauth_doctor_ws:new(now_ms()),
+            Lines = case ibkr_oauth_port:send(Port, TicId, {ws_send, Conn, <<"tic">>}) of
+                        ok -> ws_wait(Port, Conn, TicId, St);
+                        {error, _} = E -> ws_next(Port, Conn, TicId, ibkr_oauth_doctor_ws:event({tic_sent, E}, now_ms(), St))
+                    end,
+            _ = ibkr_oauth_port_call:call(Port, {ws_close, Conn}, 5000),
+            {Lines, #{}};
+        {error, Reason} ->
+            {[ibkr_oauth_doctor_ws:open_failed(Reason)], #{}};
+        Other ->
+            {[ibkr_oauth_doctor_ws:open_failed(Other)], #{}}
+    end;
+websocket(_Port, #{session := {none, Why}}) ->
+    {[ibkr_oauth_doctor_ws:no_session(Why)], #{}}.
+
+%% Port messages until the check is decided: the socket's events and the
+%% answer to the tic go to ibkr_oauth_doctor_ws, in the order they came.
+-spec ws_wait(port(), pos_integer(), pos_integer(), ibkr_oauth_doctor_ws:state()) -> [line()].
+ws_wait(Port, Conn, TicId, St) ->
+    After = max(0, ibkr_oauth_doctor_ws:deadline(St) - now_ms()),
+    receive
+        {Port, {data, Bin}} ->
+            case ibkr_oauth_port:decode(Bin) of
+                {ok, 0, {ws, Conn, Event}} ->
+                    ws_next(Port, Conn, TicId, ibkr_oauth_doctor_ws:event(Event, now_ms(), St));
+                {ok, TicId, Reply} ->
+                    ws_next(Port, Conn, TicId, ibkr_oauth_doctor_ws:event({tic_sent, Reply}, now_ms(), St));
+                _ -> ws_wait(Port, Conn, TicId, St)
+            end;
+        {Port, {exit_status, _}} ->
+            ws_next(Port, Conn, TicId, ibkr_oauth_doctor_ws:event(port_down, now_ms(), St))
+    after After ->
+        ws_next(Port, Conn, TicId, ibkr_oauth_doctor_ws:timeout(now_ms(), St))
+    end.
+
+-spec ws_next(port(), pos_integer(), pos_integer(),
+              {continue, ibkr_oauth_doctor_ws:state()} | {done, [line()]}) -> [line()].
+ws_next(_Port, _Conn, _TicId, {done, Lines}) -> Lines;
+ws_next(Port, Conn, TicId, {continue, St}) -> ws_wait(Port, Conn, TicId, St).
+
+-spec now_ms() -> integer().
+now_ms() -> erlang:monotonic_time(millisecond).

@@ -202,6 +202,8 @@ doctor_exit_status(Config) ->
     {0, Out, _} = cli(Config, unset_all(), ["doctor", "--config", File]),
     ?assertMatch({match, _}, re:run(Out, "^ok   live_session_token: issued and validated", [multiline])),
     ?assertMatch({match, _}, re:run(Out, "^ok   accounts: ", [multiline])),
+    ?assertMatch({match, _}, re:run(Out, "^ok   websocket: open; .* paper account \\(isPaper:true\\)$", [multiline])),
+    ?assertMatch({match, _}, re:run(Out, "^ok   websocket_tic: tic answered$", [multiline])),
     ?assertEqual(nomatch, re:run(Out, "^FAIL", [multiline])),
     ?F:stop(),   % nothing listens any more
     {1, Out2, _} = cli(Config, unset_all(), ["doctor", "--config", File]),

@@ -29,7 +29,10 @@
 %%
 %% Options (start option `ws => Map' of ibkr_fake_server, or configure/1,
 %% read by each new socket): hb_ms (10000), tic_timeout_ms (60000),
-%% smd_rate_ms (200), smd_expiry_ms (900000), max_message (1048576).
+%% smd_rate_ms (200), smd_expiry_ms (900000), max_message (1048576),
+%% answer_tic (true; false: tics are counted, not answered), hello_sts
+%% (#{}; merged over the args of the first sts, e.g.
+%% #{authenticated => false} or #{competing => true}).
 %%
 %% Controls: drop_all/0,1 (abrupt, or with a close frame), rotate_session/0,1
 %% (new tickle session; the sockets of the old one are dropped, or kept, and
@@ -54,7 +57,8 @@
 -define(GUID, <<"258EAFA5-E914-47DA-95CA-C5AB0DC85B11">>).
 -define(LOG_SIZE, 1000).
 -define(DEFAULTS, #{hb_ms => 10000, tic_timeout_ms => 60000, smd_rate_ms => 200,
-                    smd_expiry_ms => 900000, max_message => 1048576}).
+                    smd_expiry_ms => 900000, max_message => 1048576,
+                    answer_tic => true, hello_sts => #{}}).
 
 -type frame() :: #{fin := boolean(), opcode := non_neg_integer(), payload := binary(),
                    masked => boolean(), mask => binary() | none}.
@@ -261,9 +265,11 @@ serve(Socket, Buf, Ctx = #{key := Key, session := Session, opts := Opts}, Server
     Head = [<<"HTTP/1.1 101 Switching Protocols\r\n">>,
             <<"upgrade: websocket\r\nconnection: Upgrade\r\n">>,
             <<"sec-websocket-accept: ">>, accept_key(Key), <<"\r\n\r\n">>],
+    %% Counted before the 101 goes out: a client that sees the 101 and asks
+    %% stats/0 at once finds its connection.
+    ok = gen_server:call(Server, {ws, {opened, self(), Session}}),
     case ssl:send(Socket, Head) of
         ok ->
-            ok = gen_server:call(Server, {ws, {opened, self(), Session}}),
             St = #{socket => Socket, server => Server, ctx => Ctx, opts => Opts, buf => Buf,
                    frag => none, smd => #{}, seq => 0,
                    server_ref => monitor(process, Server)},
@@ -276,14 +282,13 @@ serve(Socket, Buf, Ctx = #{key := Key, session := Session, opts := Opts}, Server
             ok
     end.
 
-hello(St = #{ctx := #{bridge := Bridge, accounts := Accts}}) ->
+hello(St = #{ctx := #{bridge := Bridge, accounts := Accts}, opts := Opts}) ->
     send_json(St, #{topic => <<"system">>, success => <<"fakeuser">>, isFT => false, isPaper => true}),
     Bridge andalso
         send_json(St, #{topic => <<"act">>,
                         args => #{accounts => Accts, selectedAccount => hd(Accts), isPaper => true}}),
-    send_json(St, #{topic => <<"sts">>,
-                    args => #{authenticated => Bridge, competing => false, connected => true,
-                              message => <<>>, fail => <<>>}}).
+    Sts = #{authenticated => Bridge, competing => false, connected => true, message => <<>>, fail => <<>>},
+    send_json(St, #{topic => <<"sts">>, args => maps:merge(Sts, maps:get(hello_sts, Opts))}).
 
 arm_idle(St = #{opts := #{tic_timeout_ms := T}}) ->
     case St of
@@ -374,10 +379,11 @@ message(1, P, St) ->
 message(2, _P, St) ->
     loop(St).
 
-text(<<"tic">>, St = #{ctx := #{session := Session}}) ->
+text(<<"tic">>, St = #{ctx := #{session := Session}, opts := Opts}) ->
     event(St, tics),
-    send_json(St, #{topic => <<"tic">>, alive => true, id => Session,
-                    lastAccessed => erlang:system_time(millisecond)}),
+    maps:get(answer_tic, Opts) andalso
+        send_json(St, #{topic => <<"tic">>, alive => true, id => Session,
+                        lastAccessed => erlang:system_time(millisecond)}),
     arm_idle(St);
 text(<<"smd+", Rest/binary>>, St) ->
     case split_target(Rest) of

@@ -27,7 +27,9 @@ all() ->
      secret_wrong_length, secret_not_decrypting, realm_mismatch,
      invalid_consumer, invalid_consumer_envelope, no_access_secret, other_401, lst_signature_mismatch,
      first_401_after_lst, no_bridge, gone, sso_dh_failed, misconfigured_session, rate_limited,
-     competing, not_authenticated_after_ssodh, clock_skew_warns, clock_skew_fails_lst].
+     competing, not_authenticated_after_ssodh, clock_skew_warns, clock_skew_fails_lst,
+     websocket_all_ok, websocket_upgrade_refused, websocket_sts_not_authenticated,
+     websocket_sts_competing, websocket_no_tic_answer].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(crypto),
@@ -155,9 +157,9 @@ setup_then_doctor_all_ok(Config) ->
     [?assert(lists:member(C, Checks), C)
      || C <- [config, signature_key, public_signature_key, encryption_key, public_encryption_key,
               key_permissions, dh_prime, dh_generator, consumer_key, realm, access_token_secret,
-              secret_decrypts, clock, live_session_token, brokerage_session, tickle, accounts]],
-    ?assertEqual([], [R || R = {C, Res} <- Report, Res =/= ok, C =/= websocket]),
-    ?assertMatch({warn, _}, check(websocket, Report)),
+              secret_decrypts, clock, live_session_token, brokerage_session, tickle, accounts,
+              websocket, websocket_tic]],
+    ?assertEqual([], [R || R = {_, Res} <- Report, Res =/= ok]),
     never_shows_secret(Report, Cfg),
     ?assertMatch(#{handshakes := 1, ssodh_inits := 1}, ?F:stats()),
     %% what setup wrote: modes, LF only, PKCS#8, a 2048-bit safe prime with g = 2
@@ -305,7 +307,7 @@ pkcs1_keys(Config) ->
 
 both(Cfg) ->
     Lines = ibkr_oauth_doctor:report(Cfg, #{}),
-    ct:log("~p", [Lines]),
+    ct:log("~ts", [[[ibkr_oauth_doctor:format_line(L), $\n] || L <- Lines]]),
     {[{C, case L of ok -> ok; _ -> {L, <<F/binary, " ", A/binary>>} end} || {L, C, F, A} <- Lines], Lines}.
 
 wrong_pair(Config) ->
@@ -469,3 +471,68 @@ clock_skew_fails_lst(Config) ->
     assert_seconds(check(clock, Report), "([0-9]+) s behind", 1000),
     assert_fail(live_session_token, [<<"unauthorized">>, <<"clock is off by -">>], Report),
     assert_seconds(check(live_session_token, Report), "clock is off by -([0-9]+) s", 1000).
+
+%%% The websocket (the last online step)
+
+%% Opened with the tickle's session: system, act, sts authenticated:true,
+%% isPaper reported, tic answered, and the socket closed afterwards.
+websocket_all_ok(Config) ->
+    Cfg = portal(Config),
+    {Report, Lines} = both(Cfg),
+    ?assertEqual([], [R || R = {_, Res} <- Report, Res =/= ok]),
+    [{ok, websocket, Found, <<>>}] = [L || L = {_, websocket, _, _} <- Lines],
+    [?assertNotEqual(nomatch, binary:match(Found, W), W)
+     || W <- [<<"system (user fakeuser)">>, <<"act (2 accounts)">>, <<"sts authenticated:true">>,
+              <<"paper account (isPaper:true)">>]],
+    ?assertEqual(websocket_tic, element(2, lists:last(Lines))),
+    ?assertMatch(#{connections := 1, tics := 1}, ibkr_fake_ws:stats()),
+    %% the doctor closed its socket (the fake notices the close frame)
+    ok = wait_until(fun() -> maps:get(open, ibkr_fake_ws:stats()) =:= 0 end, 100).
+
+wait_until(_F, 0) -> {error, still_not_true};
+wait_until(F, N) ->
+    case F() of
+        true -> ok;
+        false -> timer:sleep(100), wait_until(F, N - 1)
+    end.
+
+%% The tickle hands out a session the websocket does not accept: the
+%% upgrade is refused with 401, and the doctor says cookie or token.
+websocket_upgrade_refused(Config) ->
+    Cfg = portal(Config),
+    ok = ?F:set_fault({answer, <<"/tickle">>, 200,
+                       <<"{\"session\":\"0badc0ffee\",\"iserver\":{\"authStatus\":"
+                         "{\"authenticated\":true,\"competing\":false}}}">>, 1}),
+    Report = doctor(Cfg),
+    ?assertEqual(ok, check(tickle, Report)),
+    ?assertEqual(ok, check(accounts, Report)),
+    assert_fail(websocket, [<<"upgrade refused: HTTP 401">>, <<"bad session cookie">>, <<"POST /tickle">>,
+                            <<"access token">>], Report),
+    ?assertEqual(websocket, last(Report)),
+    ?assertMatch(#{rejected := #{<<"bad session cookie">> := 1}, connections := 0}, ibkr_fake_ws:stats()).
+
+%% The socket opens but sts says the brokerage session is not there.
+websocket_sts_not_authenticated(Config) ->
+    Cfg = portal(Config),
+    ok = ibkr_fake_ws:configure(#{hello_sts => #{authenticated => false}}),
+    Report = doctor(Cfg),
+    ?assertEqual(ok, check(tickle, Report)),
+    assert_fail(websocket, [<<"system (user fakeuser)">>, <<"sts authenticated:false">>, <<"ssodh/init">>],
+                Report),
+    ?assertEqual(not_run, check(websocket_tic, Report)).
+
+%% sts competing:true: another session took the brokerage session over.
+websocket_sts_competing(Config) ->
+    Cfg = portal(Config),
+    ok = ibkr_fake_ws:configure(#{hello_sts => #{competing => true}}),
+    assert_fail(websocket, [<<"competing:true">>, <<"another session">>], doctor(Cfg)).
+
+%% Everything but the tic answer: the socket line is ok, the tic fails.
+websocket_no_tic_answer(Config) ->
+    Cfg = portal(Config),
+    ok = ibkr_fake_ws:configure(#{answer_tic => false}),
+    {Report, Lines} = both(Cfg),
+    ?assertEqual(ok, check(websocket, Report)),
+    assert_fail(websocket_tic, [<<"no answer to tic">>], Report),
+    ?assertEqual(websocket_tic, element(2, lists:last(Lines))),
+    ?assertMatch(#{tics := 1}, ibkr_fake_ws:stats()).
