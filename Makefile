@@ -10,6 +10,8 @@ export MIX_REBAR3
 
 ASAN_PORT := c_src/build-asan/ibkr_oauth_port
 CT_SUITES ?=
+# c_src/Makefile's list (recursively expanded: asked only by the targets that use it).
+FUZZ_HARNESSES = $(shell $(MAKE) -s --no-print-directory -C c_src fuzz-harnesses)
 
 .PHONY: all build deps deps-test deps-dev demo test test-c test-eunit test-ct test-elixir test-mix-consumer test-package \
 	test-asan valgrind fuzz bench lint dialyzer docs escript clean
@@ -94,12 +96,9 @@ test-asan: deps-test
 valgrind: deps-test
 	$(MAKE) -C c_src all
 	$(MAKE) -C c_src $(patsubst c_src/tests/%.c,build/tests/%,$(wildcard c_src/tests/test_*.c)) \
-		build/fuzz/replay_fuzz_frame build/fuzz/replay_fuzz_answer build/fuzz/replay_fuzz_json \
-		build/fuzz/replay_fuzz_ws
-	@set -e; for t in c_src/build/tests/test_* "c_src/build/fuzz/replay_fuzz_frame c_src/fuzz/corpus/fuzz_frame" \
-			"c_src/build/fuzz/replay_fuzz_answer c_src/fuzz/corpus/fuzz_answer" \
-			"c_src/build/fuzz/replay_fuzz_json c_src/fuzz/corpus/fuzz_json" \
-			"c_src/build/fuzz/replay_fuzz_ws c_src/fuzz/corpus/fuzz_ws"; do \
+		$(FUZZ_HARNESSES:%=build/fuzz/replay_%)
+	@set -e; for t in c_src/build/tests/test_* \
+			$(foreach h,$(FUZZ_HARNESSES),"c_src/build/fuzz/replay_$(h) c_src/fuzz/corpus/$(h)"); do \
 		echo "== valgrind $$t"; \
 		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
 			--errors-for-leak-kinds=definite,indirect --error-exitcode=1 \

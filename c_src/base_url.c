@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "codec.h"
+
 #define HOST_MAX 253 /* longest DNS name */
 
 static int is_alnum(char c)
@@ -94,42 +96,13 @@ int base_url_check(const char *url)
     return (p != NULL && path_ok(p)) ? 0 : -1;
 }
 
-/* Well-formed UTF-8 (no overlong forms, surrogates or code points above
- * U+10FFFF, as Erlang's /utf8 matching) without control bytes. */
+/* Well-formed UTF-8 (codec_utf8_prefix) without control bytes. */
 static int utf8_text(const unsigned char *p, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = p[i];
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
-                return 0;
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp, min;
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2, cp = c & 0x1fu, min = 0x80;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3, cp = c & 0x0fu, min = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4, cp = c & 0x07u, min = 0x10000;
-        } else {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < 0x20 || p[i] == 0x7f)
             return 0;
-        }
-        if (n - i < len)
-            return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0u) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i + k] & 0x3fu);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += len;
-    }
-    return 1;
+    return codec_utf8_prefix(p, n) == n;
 }
 
 int abs_url_check(const char *url, size_t len)

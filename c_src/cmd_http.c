@@ -207,24 +207,6 @@ static void on_http_done(void *user, const http_result *r)
     op_free(o);
 }
 
-/* {Id, {error, {http, Status, Body}}} */
-static void reply_http_status(uint64_t id, const http_result *r)
-{
-    g_port.errors++;
-    if (erlcmd_reserve(g_port.c, r->body_len + 256) != 0)
-        return;
-    ei_x_buff *x = erlcmd_begin_reply(g_port.c, id);
-    if (x == NULL)
-        return;
-    int rc = ei_x_encode_tuple_header(x, 2);
-    rc |= ei_x_encode_atom(x, "error");
-    rc |= ei_x_encode_tuple_header(x, 3);
-    rc |= ei_x_encode_atom(x, "http");
-    rc |= ei_x_encode_long(x, r->status);
-    rc |= erlcmd_encode_binary(x, r->body, r->body_len);
-    (void)erlcmd_end(g_port.c, rc);
-}
-
 static void on_auth_done(void *user, const http_result *r)
 {
     op *o = user;
@@ -237,7 +219,7 @@ static void on_auth_done(void *user, const http_result *r)
     } else if (r->status != 200) {
         (void)erlcmd_log(g_port.c, "warning", "authenticate: HTTP status %ld", r->status);
         for (size_t i = 0; i < o->nids; i++)
-            reply_http_status(o->ids[i], r);
+            reply_http_status(o->ids[i], r->status, r->body, r->body_len);
     } else {
         lst_answer a;
         lst_json_status js = lst_json_parse(r->body, r->body_len, &a);

@@ -139,23 +139,10 @@ static void on_failed(void *user, const ws_fail *f)
         (void)erlcmd_log(g_port.c, "warning", "websocket open: bad response (%s)", f->what);
         reply_error2(id, "bad_response", f->what);
         break;
-    default: {
+    default:
         (void)erlcmd_log(g_port.c, "warning", "websocket open: HTTP status %d", f->status);
-        g_port.errors++;
-        if (erlcmd_reserve(g_port.c, f->body_len + 64) != 0)
-            break;
-        ei_x_buff *x = erlcmd_begin_reply(g_port.c, id);
-        if (x == NULL)
-            break;
-        int r = ei_x_encode_tuple_header(x, 2);
-        r |= ei_x_encode_atom(x, "error");
-        r |= ei_x_encode_tuple_header(x, 3);
-        r |= ei_x_encode_atom(x, "http");
-        r |= ei_x_encode_long(x, f->status);
-        r |= erlcmd_encode_binary(x, f->body, f->body_len);
-        (void)erlcmd_end(g_port.c, r);
+        reply_http_status(id, f->status, f->body, f->body_len);
         break;
-    }
     }
 }
 

@@ -1,5 +1,6 @@
 /*
- * codec.c — hex, base64, quote_plus, percent-decoding, strbuf. See codec.h.
+ * codec.c — hex, base64, quote_plus, percent-decoding, UTF-8 validation,
+ * strbuf. See codec.h.
  */
 #include "codec.h"
 
@@ -305,4 +306,46 @@ size_t codec_pct_decode(const char *s, size_t n, char *out, int plus_is_space)
         out[o++] = (char)c;
     }
     return o;
+}
+
+/* ---- UTF-8 ------------------------------------------------------------------ */
+
+/* RFC 3629 table 3-7: exactly the well-formed sequences, so overlong forms,
+ * UTF-16 surrogates (ED A0..BF) and code points above U+10FFFF are out. */
+size_t codec_utf8_prefix(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) {
+            k = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            k = 2;
+            if (c == 0xE0)
+                lo = 0xA0;
+            else if (c == 0xED)
+                hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            k = 3;
+            if (c == 0xF0)
+                lo = 0x90;
+            else if (c == 0xF4)
+                hi = 0x8F;
+        } else {
+            return i;
+        }
+        if (n - i <= k || s[i + 1] < lo || s[i + 1] > hi)
+            return i;
+        for (size_t j = 2; j <= k; j++)
+            if (s[i + j] < 0x80 || s[i + j] > 0xBF)
+                return i;
+        i += k + 1;
+    }
+    return n;
 }

@@ -89,4 +89,12 @@ int codec_quote_plus_append(strbuf *sb, const char *s, size_t n);
  * output may contain NUL bytes. */
 size_t codec_pct_decode(const char *s, size_t n, char *out, int plus_is_space);
 
+/* ---- UTF-8 ----------------------------------------------------------------- */
+/* Length of the valid UTF-8 prefix of s[0..n) that ends on a character
+ * boundary (n when all of it is valid): RFC 3629, so no overlong forms, no
+ * UTF-16 surrogates, nothing above U+10FFFF (as Erlang's /utf8 matching).
+ * json-c's own check (JSON_TOKENER_VALIDATE_UTF8) only looks at the bit
+ * patterns. */
+size_t codec_utf8_prefix(const unsigned char *s, size_t n);
+
 #endif

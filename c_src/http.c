@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "curl_lazy.h"
+#include "curl_watch.h"
 
 #define EASY_POOL_MAX 8      /* idle easy handles kept for reuse */
 #define BODY_INITIAL ((size_t)16 * 1024)
@@ -46,72 +46,14 @@ struct http_xfer {
     char errbuf[CURL_ERROR_SIZE];
 };
 
-typedef struct {
-    curl_socket_t fd;
-    short events;
-} watched;
-
 static CURLM *g_multi;
 static CURLSH *g_share;
 static char *g_ca_file;
 static const char *g_capath;
-static watched *g_socks;
-static size_t g_nsocks, g_capsocks;
-static int64_t g_deadline = -1; /* CLOCK_MONOTONIC ms, -1: no timer */
+static curl_watch g_watch = {NULL, 0, 0, 0, -1}; /* g_multi's sockets and timer */
 static http_xfer *g_active;
 static http_xfer *g_pool[EASY_POOL_MAX];
 static size_t g_npool;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* ---- curl's view of sockets and time --------------------------------------- */
-
-static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
-{
-    (void)e;
-    (void)userp;
-    (void)socketp;
-    size_t i = 0;
-    while (i < g_nsocks && g_socks[i].fd != s)
-        i++;
-    if (what == CURL_POLL_REMOVE) {
-        if (i < g_nsocks)
-            g_socks[i] = g_socks[--g_nsocks];
-        return 0;
-    }
-    short ev = 0;
-    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
-        ev |= POLLIN;
-    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
-        ev |= POLLOUT;
-    if (i == g_nsocks) {
-        if (g_nsocks == g_capsocks) {
-            size_t cap = g_capsocks ? 2 * g_capsocks : 16;
-            watched *p = realloc(g_socks, cap * sizeof *p);
-            if (p == NULL)
-                return -1; /* curl fails the transfer */
-            g_socks = p;
-            g_capsocks = cap;
-        }
-        g_socks[g_nsocks++].fd = s;
-    }
-    g_socks[i].events = ev;
-    return 0;
-}
-
-static int on_timer(CURLM *m, long timeout_ms, void *userp)
-{
-    (void)m;
-    (void)userp;
-    /* Only remember it: calling socket_action from here is not allowed. */
-    g_deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
-    return 0;
-}
 
 /* ---- request and response callbacks ------------------------------------------ */
 
@@ -297,8 +239,7 @@ int http_open(const char **why)
 
     if ((g_multi = curl_lazy.multi_init()) == NULL)
         return -1;
-    if (curl_lazy.multi_setopt(g_multi, CURLMOPT_SOCKETFUNCTION, on_socket) != CURLM_OK ||
-        curl_lazy.multi_setopt(g_multi, CURLMOPT_TIMERFUNCTION, on_timer) != CURLM_OK)
+    if (curl_watch_attach(&g_watch, g_multi) != 0)
         goto fail;
     /* TLS sessions shared between easy handles (connections already are, by
      * the multi handle). Single-threaded: no lock callbacks. */
@@ -335,12 +276,9 @@ void http_global_cleanup(void)
     while (g_npool > 0)
         xfer_destroy(g_pool[--g_npool]);
     close_handles();
-    free(g_socks);
-    g_socks = NULL;
-    g_nsocks = g_capsocks = 0;
+    curl_watch_free(&g_watch);
     free(g_ca_file);
     g_ca_file = NULL;
-    g_deadline = -1;
     curl_lazy_cleanup();
 }
 
@@ -732,51 +670,24 @@ static void finish(CURL *e, CURLcode rc)
 
 size_t http_poll_count(void)
 {
-    return g_nsocks;
+    return g_watch.n;
 }
 
 size_t http_poll_fill(struct pollfd *p, size_t max)
 {
-    size_t n = g_nsocks < max ? g_nsocks : max;
-    for (size_t i = 0; i < n; i++) {
-        p[i].fd = g_socks[i].fd;
-        p[i].events = g_socks[i].events;
-        p[i].revents = 0;
-    }
-    return n;
+    return curl_watch_fill(&g_watch, p, max);
 }
 
 int http_poll_timeout(void)
 {
-    if (g_deadline < 0)
-        return -1;
-    int64_t left = g_deadline - now_ms();
-    if (left <= 0)
-        return 0;
-    return left > 60000 ? 60000 : (int)left;
+    return curl_watch_timeout(&g_watch);
 }
 
 void http_poll_handle(const struct pollfd *p, size_t n)
 {
     if (g_multi == NULL)
         return;
-    int running = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i].revents == 0)
-            continue;
-        int ev = 0;
-        if (p[i].revents & (POLLIN | POLLHUP))
-            ev |= CURL_CSELECT_IN;
-        if (p[i].revents & POLLOUT)
-            ev |= CURL_CSELECT_OUT;
-        if (p[i].revents & (POLLERR | POLLNVAL))
-            ev |= CURL_CSELECT_ERR;
-        (void)curl_lazy.multi_socket_action(g_multi, p[i].fd, ev, &running);
-    }
-    if (g_deadline >= 0 && now_ms() >= g_deadline) {
-        g_deadline = -1; /* curl sets the next one from inside socket_action */
-        (void)curl_lazy.multi_socket_action(g_multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    }
+    curl_watch_act(&g_watch, g_multi, p, n);
     CURLMsg *m;
     int left;
     while ((m = curl_lazy.multi_info_read(g_multi, &left)) != NULL) {

@@ -17,7 +17,7 @@
 
 #include <json-c/json.h>
 
-#include "json_etf_internal.h"
+#include "codec.h"
 
 /* Where the leading whitespace of s[0..n) ends. */
 static size_t skip_ws(const char *s, size_t n)
@@ -31,7 +31,7 @@ static size_t skip_ws(const char *s, size_t n)
 /* A string or key as a binary, once its UTF-8 is known to be right. */
 static int put_string(ei_x_buff *x, const char *s, size_t n, const char **why)
 {
-    if (je_utf8_valid((const unsigned char *)s, n) != n) {
+    if (codec_utf8_prefix((const unsigned char *)s, n) != n) {
         *why = "utf8";
         return -1;
     }
@@ -139,7 +139,7 @@ static const char *parse(const char *json, size_t len, json_object **root)
     /* json-c says utf8 for any error inside a multi-byte character (e.g.
      * a stray BOM): a syntax error, when the text is valid UTF-8. */
     if (e == json_tokener_error_parse_utf8_string &&
-        je_utf8_valid((const unsigned char *)json, len) == len)
+        codec_utf8_prefix((const unsigned char *)json, len) == len)
         e = json_tokener_error_parse_unexpected;
     json_object_put(*root);
     *root = NULL;

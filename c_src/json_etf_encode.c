@@ -15,8 +15,8 @@
 
 #include <json-c/json.h>
 
+#include "codec.h"
 #include "erlcmd.h"
-#include "json_etf_internal.h"
 
 typedef struct {
     const char *buf; /* one well-formed term from *index on */
@@ -112,7 +112,7 @@ static int binary(enc *e, int *i, const char **p, size_t *n)
         return BADARG(e);
     *p = e->buf + *i - len;
     *n = (size_t)len;
-    return je_utf8_valid((const unsigned char *)*p, *n) == *n ? 0 : BADARG(e);
+    return codec_utf8_prefix((const unsigned char *)*p, *n) == *n ? 0 : BADARG(e);
 }
 
 /* A map key, binary or atom, as a NUL-terminated name in key[] (cap bytes)
@@ -128,7 +128,7 @@ static int key_name(enc *e, int *i, char *key, size_t cap, char **heap, const ch
         if (ei_get_type(e->buf, i, &type, &size) != 0 ||
             memchr(e->buf + *i + hdr, '\0', (size_t)size) != NULL || cap < MAXATOMLEN_UTF8 ||
             ei_decode_atom_as(e->buf, i, key, MAXATOMLEN_UTF8, ERLANG_UTF8, NULL, NULL) != 0 ||
-            je_utf8_valid((const unsigned char *)key, strlen(key)) != strlen(key))
+            codec_utf8_prefix((const unsigned char *)key, strlen(key)) != strlen(key))
             return BADARG(e); /* ei takes a UTF-8 atom's bytes as they are */
         *name = key;
         return 0;

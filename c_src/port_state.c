@@ -62,6 +62,23 @@ void reply_transport_facts(uint64_t id, const char *kind, int sent)
     (void)erlcmd_end(g_port.c, r);
 }
 
+void reply_http_status(uint64_t id, long status, const void *body, size_t len)
+{
+    g_port.errors++;
+    if (erlcmd_reserve(g_port.c, len + 256) != 0)
+        return;
+    ei_x_buff *x = erlcmd_begin_reply(g_port.c, id);
+    if (x == NULL)
+        return;
+    int r = ei_x_encode_tuple_header(x, 2);
+    r |= ei_x_encode_atom(x, "error");
+    r |= ei_x_encode_tuple_header(x, 3);
+    r |= ei_x_encode_atom(x, "http");
+    r |= ei_x_encode_long(x, status);
+    r |= erlcmd_encode_binary(x, body, len);
+    (void)erlcmd_end(g_port.c, r);
+}
+
 void reply_expires(uint64_t id, int64_t ms)
 {
     ei_x_buff *x = erlcmd_begin_reply(g_port.c, id);

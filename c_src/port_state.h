@@ -7,6 +7,7 @@
 #ifndef IBKR_PORT_STATE_H
 #define IBKR_PORT_STATE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "erlcmd.h"
@@ -32,6 +33,8 @@ void reply_oauth_error(uint64_t id, oauth_status st);
 /* {error, {transport, Kind, #{sent => Sent}}}: the facts of an `http`
  * command's transport failure (PROTOCOL.md); the caller decides. */
 void reply_transport_facts(uint64_t id, const char *kind, int sent);
+/* {error, {http, Status, Body}}: a refused handshake or websocket upgrade. */
+void reply_http_status(uint64_t id, long status, const void *body, size_t len);
 void reply_expires(uint64_t id, int64_t ms); /* {ok, #{expires_at => Ms}} */
 
 /* Wipes the session and URLs (exit path). */

@@ -5,11 +5,11 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "mono_ms.h"
 #include "ws_conn.h"
 
 enum { C_CONNECTING, C_SEND_REQ, C_READ_HEAD, C_READ_BODY, C_OPEN, C_CLOSING, C_DONE };
@@ -37,13 +37,6 @@ struct ws_client {
 
 static const ws_io_ops CONN_IO = {ws_conn_send, ws_conn_recv};
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 ws_client *ws_client_open(const ws_target *t, const ws_open_opts *o, const ws_client_handlers *h,
                           void *user)
 {
@@ -53,7 +46,7 @@ ws_client *ws_client_open(const ws_target *t, const ws_open_opts *o, const ws_cl
     c->h = *h;
     c->user = user;
     c->max_message = o->max_message;
-    c->deadline = o->timeout_ms > 0 ? now_ms() + o->timeout_ms : -1;
+    c->deadline = o->timeout_ms > 0 ? mono_ms() + o->timeout_ms : -1;
     uint8_t nonce[WS_NONCE_LEN];
     char key[WS_KEY_LEN + 1];
     if (RAND_bytes(nonce, sizeof nonce) != 1)
@@ -264,7 +257,7 @@ void ws_client_close(ws_client *c)
         return;
     }
     c->state = C_CLOSING;
-    c->deadline = now_ms() + WS_CLOSE_WAIT_MS;
+    c->deadline = mono_ms() + WS_CLOSE_WAIT_MS;
     ws_frames_close(c->frames, 1000);
     run_frames(c, 0, 1);
 }
@@ -280,7 +273,7 @@ size_t ws_client_poll_count(const ws_client *c)
 {
     if (c->state == C_DONE)
         return 0;
-    return c->state == C_CONNECTING ? 4 : 1;
+    return c->state == C_CONNECTING ? WS_CONN_SOCKS_MAX : 1;
 }
 
 size_t ws_client_poll_fill(ws_client *c, struct pollfd *p, size_t max, int may_read)
@@ -318,7 +311,7 @@ int ws_client_poll_timeout(const ws_client *c)
         return 0; /* input left over from the last turn */
     int t = c->state == C_CONNECTING ? ws_conn_poll_timeout(c->conn) : -1;
     if (c->deadline >= 0 && c->state != C_DONE) {
-        int64_t left = c->deadline - now_ms();
+        int64_t left = c->deadline - mono_ms();
         int d = left <= 0 ? 0 : left > 60000 ? 60000 : (int)left;
         if (t < 0 || d < t)
             t = d;
@@ -363,7 +356,7 @@ void ws_client_handle(ws_client *c, const struct pollfd *p, size_t n)
     default:
         break;
     }
-    if (c->deadline >= 0 && c->state != C_DONE && c->state != C_OPEN && now_ms() >= c->deadline) {
+    if (c->deadline >= 0 && c->state != C_DONE && c->state != C_OPEN && mono_ms() >= c->deadline) {
         if (c->state == C_CLOSING)
             c->state = C_DONE; /* the server never answered our close */
         else

@@ -31,7 +31,9 @@ ws_conn_state ws_conn_get_state(const ws_conn *c);
 /* FAILED: "timeout" or a transport kind (http.h), and libcurl's message. */
 const char *ws_conn_error(const ws_conn *c, const char **detail);
 
-/* While CONNECTING: the sockets and timer libcurl asks for. */
+/* While CONNECTING: the sockets and timer libcurl asks for, at most
+ * WS_CONN_SOCKS_MAX sockets (happy eyeballs: IPv4 and IPv6 attempts at once). */
+#define WS_CONN_SOCKS_MAX 4
 size_t ws_conn_poll_fill(const ws_conn *c, struct pollfd *p, size_t max);
 int ws_conn_poll_timeout(const ws_conn *c); /* ms, -1 none */
 /* After poll(): lets libcurl progress (p: what ws_conn_poll_fill filled). */

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(fuzz_frame fuzz_answer fuzz_json fuzz_ws)
+[ ${#harnesses[@]} -gt 0 ] || read -ra harnesses <<<"$(make -s --no-print-directory -C c_src fuzz-harnesses)"
 
 make -s -C c_src fuzz
 
@@ -40,7 +40,7 @@ for h in "${harnesses[@]}"; do
     corp=$(sed -n 's/.*corp: \([0-9]*\)\/.*/\1/p' <<<"$done_line")
     if [ $rc -ne 0 ] || ls "$work/art-$h"/* >/dev/null 2>&1; then
         echo "fuzz $h: FAILED (exit $rc)"
-        grep -E 'ERROR|runtime error|SUMMARY|fuzz_frame:|fuzz_answer:|fuzz_json:|fuzz_ws:|Test unit written' "$log" | head -20 || true
+        grep -E "ERROR|runtime error|SUMMARY|$h:|Test unit written" "$log" | head -20 || true
         tail -40 "$log"
         mkdir -p "$keep"
         cp "$work/art-$h"/* "$keep"/ 2>/dev/null && echo "fuzz $h: failing input(s) kept in $keep/"

@@ -371,7 +371,8 @@ confirm_loop(S, {ok, Answer}, Opts, RoundsLeft) ->
                 {ok, _} -> ok;
                 {error, Err} ->
                     logger:warning(#{what => order_question_refusal_failed, reply_id => ReplyId,
-                                     reason => Err}, #{domain => [ibkr_oauth]})
+                                     reason => ibkr_oauth_redact:scrub_reason(Err)},
+                                   #{domain => [ibkr_oauth]})
             end,
             {error, Why};
         {error, _} = E -> E

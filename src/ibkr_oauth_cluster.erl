@@ -185,7 +185,8 @@ carry_out({claim_after, Ms}, Result, #st{name = Name} = St) ->
         {error, {already_started, _}} -> ok;
         {error, Why} ->
             logger:warning("ibkr_oauth: cannot start the cluster session ~0p here (~0p); "
-                           "next attempt in ~b ms", [Name, Why, Ms], ?META);
+                           "next attempt in ~b ms",
+                           [Name, ibkr_oauth_redact:scrub_reason(Why), Ms], ?META);
         _ -> ok
     end,
     Ref = erlang:start_timer(Ms, self(), claim),
@@ -319,7 +320,8 @@ stop_loser(Name, Loser, Keep) ->
         {ok, _} -> ok;
         {error, Why} ->
             logger:warning("ibkr_oauth: the cluster session ~0p could not authenticate again "
-                           "after the split: ~0p", [Name, Why], ?META)
+                           "after the split: ~0p",
+                           [Name, ibkr_oauth_redact:scrub_reason(Why)], ?META)
     end.
 
 -spec now_ms() -> integer().

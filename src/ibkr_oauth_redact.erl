@@ -7,13 +7,14 @@
 %% them) becomes `{binary, Size}', funs become `fun_redacted', lists are cut
 %% after 100 elements.</li>
 %% <li>{@link scrub_error/1}: an error for a log line; IBKR's answer text in
-%% `{http, Status, Body}' is kept (it says why) but cut to 200 bytes.</li>
+%% `{http, Status, Body}' is kept (it says why) but cut to 200 bytes;
+%% {@link scrub_reason/1} the same for the `Reason' of `{error, Reason}'.</li>
 %% <li>{@link config/1}: a config map (validated or raw) with the access-token
 %% secret and PEM contents replaced by `redacted' (file names are kept).</li>
 %% </ul>
 -module(ibkr_oauth_redact).
 
--export([scrub/1, scrub_error/1, config/1]).
+-export([scrub/1, scrub_error/1, scrub_reason/1, config/1]).
 
 -define(LIST_MAX, 100).
 -define(BODY_MAX, 200).
@@ -40,6 +41,13 @@ scrub_list(Tail, _) -> scrub(Tail).
 scrub_error({error, {http, Status, Body}}) when is_binary(Body) ->
     {error, {http, Status, binary:part(Body, 0, min(?BODY_MAX, byte_size(Body)))}};
 scrub_error(Other) -> scrub(Other).
+
+%% @doc The reason of an `{error, Reason}' for a log line, as {@link
+%% scrub_error/1} leaves it.
+-spec scrub_reason(term()) -> term().
+scrub_reason(Reason) ->
+    {error, R} = scrub_error({error, Reason}),
+    R.
 
 %% @doc A copy of a (validated or raw) config safe to log or show: the
 %% access-token secret and PEM contents are replaced by `redacted'.

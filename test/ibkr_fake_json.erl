@@ -1,5 +1,6 @@
-%% The fake IBKR server's reader for the JSON bodies clients send (orders,
-%% replies). Test peer only: the library itself decodes JSON in the port.
+%% The fake IBKR servers' reader for the JSON clients send (order bodies,
+%% replies, websocket frames: ibkr_fake_api, ibkr_fake_ws). Test peer only:
+%% the library itself decodes JSON in the port.
 %% objects -> maps with binary keys, arrays -> lists, strings -> binaries,
 %% integers, floats, true/false/null atoms. Strict enough to refuse what a
 %% real server would (trailing garbage, bare words, unterminated strings).

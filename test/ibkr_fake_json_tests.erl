@@ -1,4 +1,4 @@
-%% EUnit for the fake server's JSON reader (request bodies).
+%% EUnit for the fake servers' JSON reader (request bodies, websocket frames).
 -module(ibkr_fake_json_tests).
 -include_lib("eunit/include/eunit.hrl").
 
@@ -20,3 +20,14 @@ refused_test() ->
      || B <- [<<>>, <<"{">>, <<"{\"a\":1,}">>, <<"[1,]">>, <<"01">>, <<"tru">>, <<"\"abc">>,
               <<"1 2">>, <<"{a:1}">>, <<"\"\\x\"">>, <<"\"\\u12\"">>, <<"\"a\nb\"">>, <<"NaN">>,
               <<"{\"a\" 1}">>, not_a_binary]].
+
+%% What websocket clients send (ibkr_fake_ws reads them with the same decoder).
+ws_frames_test() ->
+    ?assertEqual({ok, #{<<"fields">> => [<<"31">>, <<"84">>]}}, ?J:decode(<<"{\"fields\": [\"31\",\"84\"]}">>)),
+    ?assertEqual({ok, #{}}, ?J:decode(<<" {} ">>)),
+    ?assertEqual({ok, [1, -2, 1.5, 1.0e3, true, false, null, <<"a\"b\né"/utf8>>]},
+                 ?J:decode(<<"[1,-2,1.5,1e3,true,false,null,\"a\\\"b\\n\\u00e9\"]"/utf8>>)),
+    ?assertEqual(error, ?J:decode(<<"{\"a\":1,}">>)),
+    ?assertEqual(error, ?J:decode(<<"{} x">>)),
+    ?assertEqual(error, ?J:decode(<<"[01]">>)),
+    ?assertEqual(error, ?J:decode(<<"\"open">>)).

@@ -56,6 +56,8 @@
 -export([start/1, start_from_vectors/2, stop/0, info/0,
          set_fault/1, clear_faults/0, stats/0, reset_stats/0, live_session_token/0]).
 -export([json/1]).
+%% Also ibkr_ws_peer's: the same throw-away CA and temporary directories.
+-export([make_certs/0, fresh_dir/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -define(SERVER, ?MODULE).
@@ -231,6 +233,9 @@ empty_stats() ->
 
 %%% ================================================================ certs
 
+%% A throw-away CA and a certificate it signed for localhost/127.0.0.1.
+-spec make_certs() -> #{cert := public_key:der_encoded(), key := {atom(), binary()},
+                        ca_pem := binary()}.
 make_certs() ->
     Curve = [{key, {namedCurve, ?'secp256r1'}}, {digest, sha256}],
     San = #'Extension'{extnID = ?'id-ce-subjectAltName', critical = false,
@@ -243,14 +248,18 @@ make_certs() ->
     #{cert => Cert, key => Key,
       ca_pem => public_key:pem_encode([{'Certificate', Ca, not_encrypted}])}.
 
-%% A fresh directory under the system's temporary directory.
-default_ca_dir() ->
+default_ca_dir() -> fresh_dir("ibkr_fake_server").
+
+%% A fresh directory name (Prefix-OsPid-N) under the system's temporary
+%% directory; not created.
+-spec fresh_dir(string()) -> file:filename().
+fresh_dir(Prefix) ->
     Tmp = case os:getenv("TMPDIR") of
               false -> "/tmp";
               "" -> "/tmp";
               T -> T
           end,
-    Name = "ibkr_fake_server-" ++ os:getpid() ++ "-" ++ integer_to_list(erlang:unique_integer([positive])),
+    Name = Prefix ++ "-" ++ os:getpid() ++ "-" ++ integer_to_list(erlang:unique_integer([positive])),
     filename:join(Tmp, Name).
 
 write_ca(Dir, Pem) ->

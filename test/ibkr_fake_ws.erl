@@ -50,7 +50,7 @@
 -export([configure/1, drop_all/0, drop_all/1, rotate_session/0, rotate_session/1, send_all/1,
          send_sts/2, blast/3, send_made/1,
          subscriptions/0, stats/0, reset_stats/0]).
--export([encode_frame/1, decode_frame/2, accept_key/1, json_decode/1]).
+-export([encode_frame/1, decode_frame/2, accept_key/1, mask/2]).
 -export([client_open/2, client_send/2, client_send_frame/2, client_recv/2, client_close/1]).
 
 -define(SERVER, ibkr_fake_server).
@@ -414,7 +414,7 @@ text(_Other, St) ->
 split_target(Bin) ->
     case binary:split(Bin, <<"+">>) of
         [Target, Json] when Target =/= <<>> ->
-            case json_decode(Json) of
+            case ibkr_fake_json:decode(Json) of
                 {ok, Args} when is_map(Args) -> {ok, Target, Args};
                 _ -> error
             end;
@@ -476,7 +476,7 @@ iserver_stream(Topic, Args, St) ->
     stream(Topic, Args, St).
 
 stream(Topic, Args, St) ->
-    case json_decode(Args) of
+    case ibkr_fake_json:decode(Args) of
         {ok, M} when is_map(M) ->
             event(St, {subscribe, Topic}),
             _ = [send_json(St, frame(Topic, N)) || N <- [1, 2]],
@@ -587,6 +587,7 @@ decode_body(Len, Rest, F, _Max) ->
     end.
 
 %% XOR with the 4-byte key, repeated (masking and unmasking alike).
+-spec mask(<<_:32>>, binary()) -> binary().
 mask(<<K:32>>, Data) ->
     Whole = byte_size(Data) div 4,
     <<Body:Whole/binary-unit:32, Tail/binary>> = Data,
@@ -595,93 +596,6 @@ mask(<<K:32>>, Data) ->
     TailSize = byte_size(Tail) * 8,
     <<T:TailSize>> = Tail,
     <<Masked/binary, (T bxor KT):TailSize>>.
-
-%%% ============================================================ JSON
-
-%% A small decoder for the frames clients send (and the test client reads):
-%% objects -> maps with binary keys, arrays -> lists, strings -> binaries,
-%% numbers, true/false/null atoms.
--spec json_decode(binary()) -> {ok, term()} | error.
-json_decode(Bin) ->
-    try value(ws(Bin)) of
-        {V, Rest} ->
-            case ws(Rest) of
-                <<>> -> {ok, V};
-                _ -> error
-            end
-    catch throw:bad_json -> error
-    end.
-
-ws(<<C, Rest/binary>>) when C =:= $\s; C =:= $\t; C =:= $\n; C =:= $\r -> ws(Rest);
-ws(Bin) -> Bin.
-
-value(<<${, Rest/binary>>) -> object(ws(Rest), #{});
-value(<<$[, Rest/binary>>) -> array(ws(Rest), []);
-value(<<$", Rest/binary>>) -> string(Rest, <<>>);
-value(<<"true", Rest/binary>>) -> {true, Rest};
-value(<<"false", Rest/binary>>) -> {false, Rest};
-value(<<"null", Rest/binary>>) -> {null, Rest};
-value(Bin) -> number(Bin).
-
-object(<<$}, Rest/binary>>, M) when map_size(M) =:= 0 -> {M, Rest};
-object(<<$", Rest/binary>>, M) ->
-    {K, R1} = string(Rest, <<>>),
-    case ws(R1) of
-        <<$:, R2/binary>> ->
-            {V, R3} = value(ws(R2)),
-            case ws(R3) of
-                <<$,, R4/binary>> -> object(ws(R4), M#{K => V});
-                <<$}, R4/binary>> -> {M#{K => V}, R4};
-                _ -> throw(bad_json)
-            end;
-        _ -> throw(bad_json)
-    end;
-object(_, _) -> throw(bad_json).
-
-array(<<$], Rest/binary>>, []) -> {[], Rest};
-array(Bin, Acc) ->
-    {V, R1} = value(ws(Bin)),
-    case ws(R1) of
-        <<$,, R2/binary>> -> array(ws(R2), [V | Acc]);
-        <<$], R2/binary>> -> {lists:reverse([V | Acc]), R2};
-        _ -> throw(bad_json)
-    end.
-
-string(<<$", Rest/binary>>, Acc) -> {Acc, Rest};
-string(<<$\\, E, Rest/binary>>, Acc) ->
-    case E of
-        $" -> string(Rest, <<Acc/binary, $">>);
-        $\\ -> string(Rest, <<Acc/binary, $\\>>);
-        $/ -> string(Rest, <<Acc/binary, $/>>);
-        $b -> string(Rest, <<Acc/binary, $\b>>);
-        $f -> string(Rest, <<Acc/binary, $\f>>);
-        $n -> string(Rest, <<Acc/binary, $\n>>);
-        $r -> string(Rest, <<Acc/binary, $\r>>);
-        $t -> string(Rest, <<Acc/binary, $\t>>);
-        $u ->
-            case Rest of
-                <<H:4/binary, R/binary>> ->
-                    Cp = try binary_to_integer(H, 16) catch _:_ -> throw(bad_json) end,
-                    string(R, <<Acc/binary, (unicode:characters_to_binary([Cp]))/binary>>);
-                _ -> throw(bad_json)
-            end;
-        _ -> throw(bad_json)
-    end;
-string(<<C, Rest/binary>>, Acc) when C >= 16#20 -> string(Rest, <<Acc/binary, C>>);
-string(_, _) -> throw(bad_json).
-
-number(Bin) ->
-    case re:run(Bin, <<"^-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][-+]?[0-9]+)?">>,
-                [{capture, [0, 2, 3], binary}]) of
-        {match, [N, <<>>, <<>>]} -> {binary_to_integer(N), rest(Bin, N)};
-        {match, [N, Frac, Exp]} ->
-            Int = binary:part(N, 0, byte_size(N) - byte_size(Frac) - byte_size(Exp)),
-            Dot = case Frac of <<>> -> <<".0">>; _ -> Frac end,
-            {binary_to_float(<<Int/binary, Dot/binary, Exp/binary>>), rest(Bin, N)};
-        _ -> throw(bad_json)
-    end.
-
-rest(Bin, Prefix) -> binary:part(Bin, byte_size(Prefix), byte_size(Bin) - byte_size(Prefix)).
 
 %%% =========================================== a minimal client (tests)
 
@@ -748,7 +662,7 @@ client_send_frame(#{socket := S}, Frame) ->
 client_recv(C = #{socket := S, buf := Buf}, Timeout) ->
     case decode_frame(Buf, 16#7fffffff) of
         {ok, #{opcode := 1, payload := P}, Rest} ->
-            Msg = case json_decode(P) of
+            Msg = case ibkr_fake_json:decode(P) of
                       {ok, T} -> {json, T};
                       error -> {text, P}
                   end,

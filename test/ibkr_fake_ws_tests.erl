@@ -47,16 +47,6 @@ bad_frames_test() ->
     ?assertEqual(more, ?W:decode_frame(<<16#82>>, 10)),
     ?assertEqual(more, ?W:decode_frame(<<>>, 10)).
 
-json_decode_test() ->
-    ?assertEqual({ok, #{<<"fields">> => [<<"31">>, <<"84">>]}}, ?W:json_decode(<<"{\"fields\": [\"31\",\"84\"]}">>)),
-    ?assertEqual({ok, #{}}, ?W:json_decode(<<" {} ">>)),
-    ?assertEqual({ok, [1, -2, 1.5, 1.0e3, true, false, null, <<"a\"b\né"/utf8>>]},
-                 ?W:json_decode(<<"[1,-2,1.5,1e3,true,false,null,\"a\\\"b\\n\\u00e9\"]"/utf8>>)),
-    ?assertEqual(error, ?W:json_decode(<<"{\"a\":1,}">>)),
-    ?assertEqual(error, ?W:json_decode(<<"{} x">>)),
-    ?assertEqual(error, ?W:json_decode(<<"[01]">>)),
-    ?assertEqual(error, ?W:json_decode(<<"\"open">>)).
-
 %%% ------------------------------------------------- against the server
 
 endpoint_test_() ->

@@ -21,6 +21,13 @@ scrub_error_test_() ->
      ?_assertEqual({error, {transport, {binary, 3}}}, ?R:scrub_error({error, {transport, <<"abc">>}})),
      ?_assertEqual({ok, #{body => {binary, 2}}}, ?R:scrub_error({ok, #{body => <<"hi">>}}))].
 
+scrub_reason_test_() ->
+    Long = binary:copy(<<"x">>, 1000),
+    [?_assertEqual({http, 401, binary:copy(<<"x">>, 200)}, ?R:scrub_reason({http, 401, Long})),
+     ?_assertEqual({transport, {binary, 3}}, ?R:scrub_reason({transport, <<"abc">>})),
+     ?_assertEqual({bad_config, signature_key, enoent}, ?R:scrub_reason({bad_config, signature_key, enoent})),
+     ?_assertEqual(timeout, ?R:scrub_reason(timeout))].
+
 config_test_() ->
     C = #{access_token_secret => <<"c2VjcmV0">>, encryption_key => {pem, <<"-----BEGIN PRIVATE KEY">>},
           signature_key => {file, <<"/k.pem">>}, consumer_key => <<"CK">>},

@@ -3,6 +3,7 @@
 %% RFC 6455 a test needs to play the server by hand (read the upgrade,
 %% answer it, send any frame, read the client's frames and check they are
 %% masked). No policy and no IBKR behaviour: that is ibkr_fake_server's job.
+%% The certificate is ibkr_fake_server's, the framing ibkr_fake_ws's.
 %% listen_plain/0 is the same without TLS (for ws:// from an http:// base
 %% URL); every other function takes either kind of socket.
 -module(ibkr_ws_peer).
@@ -11,34 +12,23 @@
          answer_101/3, answer_raw/2, send_frame/4, send_frame/5, send_raw/2, recv_frame/1,
          recv_frame/2, header/2]).
 
--include_lib("public_key/include/public_key.hrl").
-
 -type socket() :: ssl:sslsocket() | gen_tcp:socket().
 -type peer() :: #{listen := socket(), port := inet:port_number(),
                   base_url := binary(), ca_file => binary()}.
 -type frame() :: #{fin := boolean(), opcode := 0..15, masked := boolean(), payload := binary()}.
 -export_type([peer/0, frame/0, socket/0]).
 
--define(GUID, <<"258EAFA5-E914-47DA-95CA-C5AB0DC85B11">>).
 -define(TIMEOUT, 10000).
 
 %% Listens with a fresh certificate for localhost/127.0.0.1 whose CA is
 %% written to a temporary file (give it to the port's init as ca_file).
 -spec listen() -> peer().
 listen() ->
-    Curve = [{key, {namedCurve, ?'secp256r1'}}, {digest, sha256}],
-    San = #'Extension'{extnID = ?'id-ce-subjectAltName', critical = false,
-                       extnValue = [{dNSName, "localhost"}, {iPAddress, <<127, 0, 0, 1>>}]},
-    Conf = public_key:pkix_test_data(#{root => Curve, intermediates => [],
-                                       peer => [{extensions, [San]} | Curve]}),
-    {cert, Cert} = lists:keyfind(cert, 1, Conf),
-    {key, Key} = lists:keyfind(key, 1, Conf),
-    {cacerts, [Ca | _]} = lists:keyfind(cacerts, 1, Conf),
-    Dir = filename:join(tmp_dir(), "ibkr_ws_peer-" ++ os:getpid() ++ "-" ++
-                            integer_to_list(erlang:unique_integer([positive]))),
+    #{cert := Cert, key := Key, ca_pem := CaPem} = ibkr_fake_server:make_certs(),
+    Dir = ibkr_fake_server:fresh_dir("ibkr_ws_peer"),
     CaFile = filename:join(Dir, "ca.pem"),
     ok = filelib:ensure_dir(CaFile),
-    ok = file:write_file(CaFile, public_key:pem_encode([{'Certificate', Ca, not_encrypted}])),
+    ok = file:write_file(CaFile, CaPem),
     {ok, L} = ssl:listen(0, [binary, {active, false}, {ip, {127, 0, 0, 1}}, {reuseaddr, true},
                              {cert, Cert}, {key, Key}, {versions, ['tlsv1.3', 'tlsv1.2']}]),
     {ok, {_, Port}} = ssl:sockname(L),
@@ -101,7 +91,7 @@ header(Name, #{headers := Hs}) ->
     end.
 
 -spec accept_key(binary()) -> binary().
-accept_key(Key) -> base64:encode(crypto:hash(sha, <<Key/binary, ?GUID/binary>>)).
+accept_key(Key) -> ibkr_fake_ws:accept_key(Key).
 
 %% 101 with the Accept for Key (or Accept given as is), then Extra bytes in
 %% the same write (frames that ride with the answer).
@@ -127,21 +117,12 @@ send_raw(S, Bytes) -> send(S, Bytes).
 send_frame(S, Fin, Op, Payload) -> send_frame(S, Fin, Op, Payload, #{}).
 
 -spec send_frame(socket(), boolean(), 0..15, iodata(), map()) -> ok.
-send_frame(S, Fin, Op, Payload0, Opts) ->
-    Payload = iolist_to_binary(Payload0),
-    F = case Fin of true -> 1; false -> 0 end,
-    Len = byte_size(Payload),
-    {M, Body} = case maps:get(mask, Opts, false) of
-                    true ->
-                        Key = crypto:strong_rand_bytes(4),
-                        {1, [Key, mask(Key, Payload)]};
-                    false -> {0, Payload}
-                end,
-    LenBits = if Len < 126 -> <<M:1, Len:7>>;
-                 Len < 65536 -> <<M:1, 126:7, Len:16>>;
-                 true -> <<M:1, 127:7, Len:64>>
-              end,
-    send(S, [<<F:1, 0:3, Op:4>>, LenBits, Body]).
+send_frame(S, Fin, Op, Payload, Opts) ->
+    Mask = case maps:get(mask, Opts, false) of
+               true -> crypto:strong_rand_bytes(4);
+               false -> none
+           end,
+    send(S, ibkr_fake_ws:encode_frame(#{fin => Fin, opcode => Op, payload => Payload, mask => Mask})).
 
 -spec recv_frame(socket()) -> frame().
 recv_frame(S) -> recv_frame(S, ?TIMEOUT).
@@ -164,24 +145,12 @@ recv_frame(S, Timeout) ->
           end,
     Payload = case Key of
                   none -> Raw;
-                  _ -> mask(Key, Raw)
+                  _ -> ibkr_fake_ws:mask(Key, Raw)
               end,
     #{fin => Fin =:= 1, opcode => Op, masked => M =:= 1, payload => Payload}.
-
-mask(Key, Data) ->
-    Keys = binary:copy(Key, byte_size(Data) div 4 + 1),
-    <<K:(byte_size(Data))/binary, _/binary>> = Keys,
-    crypto:exor(Data, K).
 
 send(S, Data) when is_port(S) -> gen_tcp:send(S, Data);
 send(S, Data) -> ssl:send(S, Data).
 
 recv(S, N, T) when is_port(S) -> gen_tcp:recv(S, N, T);
 recv(S, N, T) -> ssl:recv(S, N, T).
-
-tmp_dir() ->
-    case os:getenv("TMPDIR") of
-        false -> "/tmp";
-        "" -> "/tmp";
-        T -> T
-    end.

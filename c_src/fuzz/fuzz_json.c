@@ -24,9 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../codec.h"
 #include "../erlcmd.h"
 #include "../json_etf.h"
-#include "../json_etf_internal.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -106,7 +106,7 @@ static void in_image(const char *buf, int *i, int depth) // NOLINT(misc-no-recur
         long len;
         if (ei_decode_binary(buf, i, NULL, &len) != 0)
             fail("ei_decode_binary");
-        if (je_utf8_valid((const unsigned char *)buf + *i - len, (size_t)len) != (size_t)len)
+        if (codec_utf8_prefix((const unsigned char *)buf + *i - len, (size_t)len) != (size_t)len)
             fail("string is not UTF-8");
         return;
     }
@@ -127,7 +127,7 @@ static void in_image(const char *buf, int *i, int depth) // NOLINT(misc-no-recur
             if (ei_get_type(buf, i, &type, &size) != 0 || type != ERL_BINARY_EXT ||
                 ei_decode_binary(buf, i, NULL, &len) != 0 ||
                 memchr(buf + *i - len, '\0', (size_t)len) != NULL ||
-                je_utf8_valid((const unsigned char *)buf + *i - len, (size_t)len) != (size_t)len)
+                codec_utf8_prefix((const unsigned char *)buf + *i - len, (size_t)len) != (size_t)len)
                 fail("map key is not a UTF-8 binary without NUL");
             in_image(buf, i, depth + 1);
         }

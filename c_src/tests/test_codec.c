@@ -297,6 +297,29 @@ static void test_pct_decode(void **state)
     assert_memory_equal(out, "A%", 2);
 }
 
+static void test_utf8_prefix(void **state)
+{
+    (void)state;
+#define U(s) codec_utf8_prefix((const unsigned char *)(s), sizeof(s) - 1)
+    assert_int_equal(U(""), 0);
+    assert_int_equal(U("plain ascii\x7f\x01"), 13);
+    assert_int_equal(U("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"), 9); /* e-acute, euro, U+1F600 */
+    assert_int_equal(U("\xf4\x8f\xbf\xbf"), 4);                       /* U+10FFFF */
+    assert_int_equal(U("\xed\x9f\xbf"), 3);                            /* U+D7FF */
+    /* The prefix stops before the first bad sequence. */
+    assert_int_equal(U("ab\xc0\x80"), 2);         /* overlong NUL */
+    assert_int_equal(U("ab\xe0\x9f\xbf"), 2);     /* overlong 3-byte */
+    assert_int_equal(U("ab\xf0\x8f\xbf\xbf"), 2); /* overlong 4-byte */
+    assert_int_equal(U("ab\xed\xa0\x80"), 2);     /* surrogate U+D800 */
+    assert_int_equal(U("ab\xf4\x90\x80\x80"), 2); /* above U+10FFFF */
+    assert_int_equal(U("ab\xf5\x80\x80\x80"), 2);
+    assert_int_equal(U("ab\x80"), 2);             /* lone continuation */
+    assert_int_equal(U("ab\xc3"), 2);             /* truncated */
+    assert_int_equal(U("ab\xe2\x82"), 2);
+    assert_int_equal(U("ab\xe2\x28\xa1"), 2);     /* bad continuation */
+#undef U
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -308,6 +331,7 @@ int main(void)
         cmocka_unit_test(test_b64_random),
         cmocka_unit_test(test_quote_plus),
         cmocka_unit_test(test_pct_decode),
+        cmocka_unit_test(test_utf8_prefix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
