@@ -278,6 +278,8 @@ setup_error({exists, File}) -> [File, ": exists already (setup never overwrites 
 setup_error({bad_consumer_key, K}) -> io_lib:format("consumer key ~tp: must be 9 letters A-Z", [K]);
 setup_error({mkdir, Dir, Why}) -> [Dir, ": ", file:format_error(Why)];
 setup_error({not_a_directory, Dir}) -> [Dir, ": not a directory"];
+setup_error({dir_open_to_others, Dir}) ->
+    [Dir, ": group or others may enter it; use a new directory or chmod 700 it first"];
 setup_error({write, File, Why}) -> [File, ": ", file:format_error(Why)];
 setup_error(Why) -> ibkr_oauth_explain:reason(Why).
 

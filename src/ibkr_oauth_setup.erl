@@ -80,8 +80,12 @@ prepare_dir(Dir) ->
                 ok -> file:change_mode(Dir, 8#700);
                 {error, Why} -> {error, {mkdir, Dir, Why}}
             end;
-        {ok, #file_info{type = directory}} ->
+        {ok, #file_info{type = directory, mode = Mode}} ->
             case [F || F <- files(), filelib:is_file(filename:join(Dir, F))] of
+                %% A file is created with the umask's mode and made 0600 just
+                %% after: in a directory others may enter, they could open a
+                %% key file in that gap and read the key written later.
+                [] when Mode band 8#077 =/= 0 -> {error, {dir_open_to_others, Dir}};
                 [] -> ok;
                 [F | _] -> {error, {exists, filename:join(Dir, F)}}
             end;

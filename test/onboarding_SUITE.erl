@@ -12,6 +12,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 -include_lib("public_key/include/public_key.hrl").
+-include_lib("kernel/include/file.hrl").
 
 -compile([export_all, nowarn_export_all]).
 
@@ -251,7 +252,17 @@ setup_refuses_overwrite(Config) ->
     ?assertEqual({ok, Before}, file:read_file(file(Config, "private_signature.pem"))),
     ?assertEqual({error, {bad_consumer_key, <<"abc">>}},
                  ibkr_oauth_setup:run(filename:join(Dir, "new"), #{consumer_key => <<"abc">>})),
-    ?assertNot(filelib:is_dir(filename:join(Dir, "new"))).
+    ?assertNot(filelib:is_dir(filename:join(Dir, "new"))),
+    %% An existing directory others may enter is refused before any key exists.
+    Open = filename:join(Dir, "open"),
+    ok = file:make_dir(Open),
+    ok = file:change_mode(Open, 8#755),
+    ?assertEqual({error, {dir_open_to_others, Open}}, ibkr_oauth_setup:run(Open, #{dh_bits => 512})),
+    ?assertEqual({ok, []}, file:list_dir(Open)),
+    ok = file:change_mode(Open, 8#700),
+    ?assertMatch({ok, _}, ibkr_oauth_setup:run(Open, #{dh_bits => 512})),
+    ?assertMatch({ok, #file_info{mode = M}} when M band 8#077 =:= 0,
+                 file:read_file_info(filename:join(Open, "private_signature.pem"))).
 
 placeholders_fail(Config) ->
     Report = doctor(template(Config)),
