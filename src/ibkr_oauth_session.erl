@@ -91,9 +91,7 @@
     %% used): only then does it tickle and log out by itself.
     managed = false :: boolean(),
     port_exits = ibkr_oauth_restart:new() :: ibkr_oauth_restart:restarts(),
-    %% sign frames not yet written, newest first: see queue_frame/3
-    outbox = [] :: [{id(), binary()}],
-    outbox_bytes = 0 :: non_neg_integer(),
+    outbox = ibkr_oauth_outbox:new() :: ibkr_oauth_outbox:outbox(),   % sign frames not yet written
     hs_t0 = 0 :: integer(),                     % native monotonic: the handshake's start (telemetry)
     counters = #{requests => 0, handshakes => 0, errors => 0,
                  port_restarts => 0, rate_limited => 0} :: #{atom() => non_neg_integer()},
@@ -110,7 +108,6 @@
 -define(START_TIMEOUT, 30000).
 -define(LOGOUT_TIMEOUT, 2000).
 -define(MAX_ID, 16#FFFFFFFFFFFFFFFF).
--define(BATCH_MAX, 1048576).    % bytes of sign frames per batch frame
 -define(PORT_MAX_TIMEOUT, 16#7FFFFFFF).   % ms, the largest the port accepts
 -define(WATCHDOG_MARGIN, 2000).   % ms past a handshake step's own timeout
 -define(META, #{domain => [ibkr_oauth], ibkr_oauth => session}).
@@ -572,41 +569,37 @@ port_call(Cmd, What, From, St) ->
         {error, E, St1} -> gen_server:reply(From, E), bump(errors, St1)
     end.
 
-%% Signing is the hot path: one write(2) per call would cap it at the pipe's
-%% round-trip rate. A sign frame goes out at once when nothing else waits in
-%% the mailbox; otherwise it joins the outbox, which leaves as one batch
-%% frame (PROTOCOL.md) when the flush_outbox message sent behind the waiting
-%% calls comes up, or when it reaches ?BATCH_MAX bytes.
+%% Signing is the hot path: sign frames are batched while other calls wait
+%% in the mailbox (ibkr_oauth_outbox says when to write).
 -spec queue_frame(id(), binary(), state()) -> state().
-queue_frame(Id, Bin, #st{outbox = Out, outbox_bytes = N} = St) ->
-    St1 = St#st{outbox = [{Id, Bin} | Out], outbox_bytes = N + 4 + byte_size(Bin)},
-    case process_info(self(), message_queue_len) of
-        {message_queue_len, 0} -> flush_outbox(St1);
-        _ when St1#st.outbox_bytes >= ?BATCH_MAX -> flush_outbox(St1);
-        _ when Out =:= [] -> self() ! flush_outbox, St1;
-        _ -> St1
+queue_frame(Id, Bin, #st{outbox = Ob} = St) ->
+    {message_queue_len, N} = process_info(self(), message_queue_len),
+    case ibkr_oauth_outbox:add(Id, Bin, N > 0, Ob) of
+        {flush, Ob1} -> flush_outbox(St#st{outbox = Ob1});
+        {schedule, Ob1} -> self() ! flush_outbox, St#st{outbox = Ob1};
+        {hold, Ob1} -> St#st{outbox = Ob1}
     end.
 
+%% Writes the outbox; if the port is gone, its callers get port_down.
 -spec flush_outbox(state()) -> state().
-flush_outbox(#st{outbox = []} = St) -> St;
-flush_outbox(#st{outbox = Out, port = Port} = St) ->
-    Data = case Out of
-               [{_, Bin}] -> Bin;
-               _ -> [0 | [[<<(byte_size(B)):32>>, B] || {_, B} <- lists:reverse(Out)]]
-           end,
-    St1 = St#st{outbox = [], outbox_bytes = 0},
-    try erlang:port_command(Port, Data) of
-        true -> St1
-    catch
-        error:_ ->
-            lists:foldl(fun({Id, _}, Acc) ->
-                                case maps:take(Id, Acc#st.pending) of
-                                    {{call, From}, P} ->
-                                        gen_server:reply(From, {error, port_down}),
-                                        bump(errors, Acc#st{pending = P});
-                                    _ -> Acc
-                                end
-                        end, St1, Out)
+flush_outbox(#st{outbox = Ob, port = Port} = St) ->
+    case ibkr_oauth_outbox:take(Ob) of
+        empty -> St;
+        {Data, Ids, Ob1} ->
+            St1 = St#st{outbox = Ob1},
+            try erlang:port_command(Port, Data) of
+                true -> St1
+            catch
+                error:_ ->
+                    lists:foldl(fun(Id, Acc) ->
+                                        case maps:take(Id, Acc#st.pending) of
+                                            {{call, From}, P} ->
+                                                gen_server:reply(From, {error, port_down}),
+                                                bump(errors, Acc#st{pending = P});
+                                            _ -> Acc
+                                        end
+                                end, St1, Ids)
+            end
     end.
 
 -spec port_reply(id(), term(), state()) -> {noreply, state()} | {stop, term(), state()}.
@@ -974,7 +967,7 @@ lost_at_port(#st{pending = P, slots = Slots, pacing = Pacing0} = St0) ->
     %% Its requests can no longer reach the server: their slots count from now.
     Pacing = lists:foldl(fun(Token, Acc) -> ibkr_oauth_pacing:complete(Token, Now, Acc) end,
                          Pacing0, maps:values(Slots)),
-    St1 = St0#st{pending = #{}, slots = #{}, outbox = [], outbox_bytes = 0,
+    St1 = St0#st{pending = #{}, slots = #{}, outbox = ibkr_oauth_outbox:new(),
                  keepalive = ibkr_oauth_keepalive:new(),
                  pacing = ibkr_oauth_pacing:remove(tickle, ibkr_oauth_pacing:remove(ssodh, Pacing))},
     St2 = with_lst(ibkr_oauth_lst:port_down(sys_now(), St1#st.lst), St1),
@@ -996,7 +989,7 @@ fail_all(Reason, #st{pending = P, reqs = Reqs} = St0) ->
     cancel_timer(St1#st.rl_timer),
     lists:foldl(fun(Ref, Acc) -> finish(Ref, Error, Acc) end,
                 (bump_n(errors, NCalls, St1))#st{renew_timer = undefined, rl_timer = undefined,
-                                                 outbox = [], outbox_bytes = 0},
+                                                 outbox = ibkr_oauth_outbox:new()},
                 maps:keys(Reqs)).
 
 %%====================================================================
