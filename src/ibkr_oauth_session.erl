@@ -181,7 +181,7 @@ init_session(V) ->
                                 tickle_interval = maps:get(tickle_interval, V),
                                 lst = Lst,
                                 pacing = ibkr_oauth_pacing:new(maps:get(rate_limit, V)),
-                                stream = new_stream(V),
+                                stream = ibkr_oauth_stream_io:new(V),
                                 next_id = 2}),
             case maps:get(auto_authenticate, V) of
                 true -> {ok, pump(with_lst(ibkr_oauth_lst:start_background(sys_now(), Lst), St))};
@@ -310,7 +310,7 @@ handle_info({stream_tick, Ref}, #st{stream_timer = {_, Ref, _}} = St) ->
 handle_info({stream_tick, _}, St) ->
     {noreply, St};                                % a replaced timer
 handle_info({{stream_http, What}, Reply}, St) ->
-    {noreply, stream_http_reply(What, Reply, St)};
+    {noreply, stream_input(ibkr_oauth_stream_io:http_input(What, Reply), St)};
 handle_info({'DOWN', Ref, process, Pid, _}, #st{stream_mons = Mons} = St) ->
     case maps:find(Pid, Mons) of
         {ok, Ref} ->
@@ -330,7 +330,7 @@ handle_info(Msg, St) ->
 %% is closed (the C program exits on EOF).
 -spec terminate(term(), state()) -> ok.
 terminate(Reason, St0) ->
-    stream_stopped(St0),
+    ibkr_oauth_stream_io:stopped(St0#st.stream, now_ms()),
     Logout = ibkr_oauth_lst:live(sys_now(), St0#st.lst) andalso St0#st.managed
         andalso not port_reason(Reason),
     St = fail_all(port_down, St0),
@@ -635,7 +635,7 @@ handle_reply({own, lst}, Reply, #st{lst = L0} = St) ->
 handle_reply({own, ssodh}, Reply, St) ->
     {noreply, pump(with_lst(ibkr_oauth_lst:ssodh_done(Reply, St#st.lst), St))};
 handle_reply({own, tickle}, Reply, St0) ->
-    St = stream_input({tickle_result, tickle_result(Reply)}, observe_tickle(Reply, St0)),
+    St = stream_input(ibkr_oauth_stream_io:http_input(tickle, Reply), observe_tickle(Reply, St0)),
     case ibkr_oauth_keepalive:tickle_done(Reply) of
         ok -> {noreply, pump(St)};
         renew ->
@@ -1003,13 +1003,8 @@ fail_all(Reason, #st{pending = P, reqs = Reqs} = St0) ->
 %% limit, retries), answered to this process as {{stream_http, What}, Reply}
 %% (finish/3).
 
--spec new_stream(ibkr_oauth_config:validated()) -> ibkr_oauth_stream:state().
-new_stream(V) ->
-    Seed = {erlang:unique_integer(), erlang:monotonic_time(), erlang:system_time()},
-    ibkr_oauth_stream:new(#{smd_refresh_interval => maps:get(smd_refresh_interval, V),
-                            seed => Seed}).
-
--spec stream_input(ibkr_oauth_stream:input(), state()) -> state().
+-spec stream_input(ibkr_oauth_stream:input() | none, state()) -> state().
+stream_input(none, St) -> St;
 stream_input(Input, #st{stream = S} = St) ->
     {Actions, S1} = ibkr_oauth_stream:handle(Input, now_ms(), S),
     lists:foldl(fun stream_action/2, St#st{stream = S1}, Actions).
@@ -1020,21 +1015,20 @@ stream_action({deliver, Pid, Sub, Msg}, St) ->
     St;
 stream_action({ws_send, Conn, Frame}, St) ->
     stream_port({ws_send, Conn, Frame}, ws_send, St);
-stream_action({ws_open, #{cookie := Cookie}}, St) ->
-    Opts = #{cookie => Cookie, user_agent => <<"ibkr_oauth">>,
-             timeout => handshake_timeout(St)},
+stream_action({ws_open, Cookie}, St) ->
+    Opts = ibkr_oauth_stream_io:ws_open(Cookie, handshake_timeout(St)),
     case port_send({ws_open, Opts}, {stream, {ws_open, 0}}, none, St) of
         {ok, Id, St1} ->
             %% the answer is matched to this id: an earlier ws_open's is stale
             St1#st{ws_open_id = Id, pending = (St1#st.pending)#{Id := {stream, {ws_open, Id}}}};
-        {error, E, St1} -> ws_open_reply(E, St1#st{ws_open_id = undefined})
+        {error, E, St1} -> ws_open_reply(E, St1)
     end;
 stream_action({ws_close, Conn}, St) ->
     stream_port({ws_close, Conn}, ws_close, St);
 stream_action(tickle, St) ->
-    stream_http(tickle, post, <<"/tickle">>, <<>>, St);
+    stream_http(tickle, St);
 stream_action(ssodh_init, St) ->
-    stream_http(ssodh, post, ?SSODH_PATH, <<"{\"publish\":true,\"compete\":true}">>, St);
+    stream_http(ssodh, St);
 stream_action({monitor, Pid}, #st{stream_mons = Mons} = St) ->
     St#st{stream_mons = Mons#{Pid => monitor(process, Pid)}};
 stream_action({demonitor, Pid}, #st{stream_mons = Mons} = St) ->
@@ -1046,27 +1040,20 @@ stream_action({log, Level, Event, Meta}, St) ->
     logger:log(Level, "ibkr_oauth: stream ~s ~0p", [Event, ibkr_oauth_redact:scrub(Meta)],
                ?META#{event => Event}),
     St;
-%% Most inputs (every message) move the next deadline a little later: a
-%% timer due earlier is kept (an early tick does nothing but ask for the
-%% next one), so a busy stream does not re-arm a timer per message.
-stream_action({timer, tick, infinity}, #st{stream_timer = Old} = St) ->
-    case Old of
-        {TRef, _, _} -> cancel_timer(TRef);
-        undefined -> ok
-    end,
-    St#st{stream_timer = undefined};
 stream_action({timer, tick, Ms}, #st{stream_timer = Old} = St) ->
-    Due = now_ms() + Ms,
-    case Old of
-        {_, _, OldDue} when OldDue =< Due -> St;
-        {TRef, _, _} -> cancel_timer(TRef), arm_stream_timer(Ms, Due, St);
-        undefined -> arm_stream_timer(Ms, Due, St)
+    Now = now_ms(),
+    case ibkr_oauth_stream_io:rearm(Old, Now, Ms) of
+        keep -> St;
+        cancel -> cancel_stream_timer(Old), St#st{stream_timer = undefined};
+        {arm, Due} ->
+            cancel_stream_timer(Old),
+            Ref = make_ref(),
+            St#st{stream_timer = {erlang:send_after(Due - Now, self(), {stream_tick, Ref}), Ref, Due}}
     end.
 
--spec arm_stream_timer(non_neg_integer(), integer(), state()) -> state().
-arm_stream_timer(Ms, Due, St) ->
-    Ref = make_ref(),
-    St#st{stream_timer = {erlang:send_after(Ms, self(), {stream_tick, Ref}), Ref, Due}}.
+-spec cancel_stream_timer(ibkr_oauth_stream_io:timer()) -> ok.
+cancel_stream_timer({TRef, _, _}) -> cancel_timer(TRef);
+cancel_stream_timer(undefined) -> ok.
 
 %% A websocket command whose reply does not matter (the events tell).
 -spec stream_port(term(), ws_send | ws_close, state()) -> state().
@@ -1074,71 +1061,16 @@ stream_port(Cmd, What, St) ->
     %% if the port is gone, port_down follows
     element(3, port_send(Cmd, {stream, What}, none, St)).
 
-%% On stop: every subscriber that is up hears that its stream is down.
--spec stream_stopped(state()) -> ok.
-stream_stopped(#st{stream = S}) ->
-    {Actions, _} = ibkr_oauth_stream:handle(stop, now_ms(), S),
-    _ = [Pid ! {ibkr_oauth, Sub, Msg} || {deliver, Pid, Sub, Msg} <- Actions],
-    ok.
-
 %% The answer to the latest ws_open; an earlier one's socket was replaced.
 -spec ws_open_reply(term(), state()) -> state().
-ws_open_reply({ok, Conn}, St) when is_integer(Conn) ->
-    stream_input({ws_opened, Conn}, St#st{ws_open_id = undefined});
-ws_open_reply({error, Reason}, St) ->
-    stream_input({ws_open_failed, scrub_error_reason(Reason)}, St#st{ws_open_id = undefined});
-ws_open_reply(Other, St) ->
-    stream_input({ws_open_failed, {bad_reply, ibkr_oauth_redact:scrub(Other)}}, St#st{ws_open_id = undefined}).
-
--spec scrub_error_reason(term()) -> term().
-scrub_error_reason(Reason) ->
-    {error, R} = ibkr_oauth_redact:scrub_error({error, Reason}),
-    R.
+ws_open_reply(Reply, St) ->
+    stream_input(ibkr_oauth_stream_io:ws_open_input(Reply), St#st{ws_open_id = undefined}).
 
 %% A tickle or ssodh/init for the stream, as an internal request.
--spec stream_http(tickle | ssodh, post, binary(), binary(), state()) -> state().
-stream_http(What, Method, Path, Body, St) ->
-    Headers = case Body of
-                  <<>> -> [];
-                  _ -> [{<<"content-type">>, <<"application/json">>}]
-              end,
-    {Ref, R, St1} = new_req({stream_http, What}, {Method, Path, Headers, Body}, default, St),
+-spec stream_http(tickle | ssodh, state()) -> state().
+stream_http(What, St) ->
+    {Ref, R, St1} = new_req({stream_http, What}, ibkr_oauth_stream_io:call(What), default, St),
     pump(dispatch(Ref, add_req(Ref, R#req{port_opts = #{decode => json}}, St1))).
-
--spec stream_http_reply(tickle | ssodh, term(), state()) -> state().
-stream_http_reply(tickle, Reply, St) ->
-    stream_input({tickle_result, tickle_result(Reply)}, St);
-stream_http_reply(ssodh, {ok, #{status := S}}, St) when S >= 200, S < 300 ->
-    stream_input({ssodh_result, ok}, St);
-stream_http_reply(ssodh, {ok, #{status := S}}, St) ->
-    stream_input({ssodh_result, {error, {http, S}}}, St);
-stream_http_reply(ssodh, {error, R}, St) ->
-    stream_input({ssodh_result, {error, scrub_error_reason(R)}}, St);
-stream_http_reply(_, _, St) ->
-    St.
-
-%% What the stream needs from a /tickle answer: the `session' (the
-%% websocket's cookie) and whether the brokerage session is open.
--spec tickle_result(term()) -> {ok, #{session := binary(), iserver := boolean()}} | {error, term()}.
-tickle_result({ok, #{status := 200, json := #{<<"session">> := Session} = J}})
-  when is_binary(Session), Session =/= <<>> ->
-    Iserver = case J of
-                  #{<<"iserver">> := #{<<"authStatus">> := #{<<"authenticated">> := true}}} -> true;
-                  _ -> false
-              end,
-    {ok, #{session => Session, iserver => Iserver}};
-tickle_result({ok, #{status := 200, body := Body}}) ->
-    %% the session's periodic tickle asks for no decoding
-    case re:run(Body, <<"\"session\"\\s*:\\s*\"([^\"]+)\"">>, [{capture, all_but_first, binary}]) of
-        {match, [Session]} ->
-            Iserver = re:run(Body, <<"\"authStatus\"\\s*:\\s*\\{[^}]*\"authenticated\"\\s*:\\s*true">>,
-                             [{capture, none}]) =:= match,
-            {ok, #{session => Session, iserver => Iserver}};
-        nomatch -> {error, {bad_response, missing_field}}
-    end;
-tickle_result({ok, #{status := S}}) -> {error, {http, S}};
-tickle_result({error, R}) -> {error, scrub_error_reason(R)};
-tickle_result(_) -> {error, bad_reply}.
 
 %%====================================================================
 %% Helpers
