@@ -223,13 +223,10 @@ handle_call(authenticate, From, St) ->
 handle_call({lst_complete, Answer}, From, St) ->
     {noreply, port_call({lst_complete, Answer}, {lst_complete, From}, From, St)};
 handle_call({port, Cmd}, From, St) ->
-    case pass_through(Cmd) of
-        true ->
-            case signs_with_expired_lst(Cmd, St) of
-                true -> {reply, {error, lst_expired}, bump(errors, St)};
-                false -> {noreply, port_call(Cmd, {call, From}, From, St)}
-            end;
-        false -> {reply, {error, {badarg, command}}, St}
+    case ibkr_oauth_passthrough:check(Cmd, sys_now(), St#st.lst) of
+        ok -> {noreply, port_call(Cmd, {call, From}, From, St)};
+        lst_expired -> {reply, {error, lst_expired}, bump(errors, St)};
+        badarg -> {reply, {error, {badarg, command}}, St}
     end;
 handle_call({subscribe, Topic, Pid}, _From, St) when is_pid(Pid) ->
     case ibkr_oauth_stream:validate(Topic) of
@@ -370,10 +367,7 @@ code_change(_Old, St, _Extra) -> {ok, St}.
       when Status :: #{state => term(), message => term(), reason => term(),
                        log => [sys:system_event()]}.
 format_status(Status) ->
-    maps:map(fun(state, #st{} = S) -> summary(S);
-                (log, L) -> [ibkr_oauth_redact:scrub(E) || E <- L];
-                (_, X) -> ibkr_oauth_redact:scrub(X)
-             end, Status).
+    ibkr_oauth_session_status:format_status(Status, fun summary/1).
 
 %%====================================================================
 %% Running the policies' actions
@@ -537,23 +531,6 @@ port_send(Cmd, What, Token, St) ->
 %%====================================================================
 %% Port calls and replies
 %%====================================================================
-
-%% Commands a caller may send as they are (init, http, authenticate and
-%% cancel are the session's own business).
--spec pass_through(term()) -> boolean().
-pass_through({sign, _, _, _}) -> true;
-pass_through({lst_request, _}) -> true;
-pass_through(live_session_token) -> true;
-pass_through({echo, _}) -> true;
-pass_through(stats) -> true;
-pass_through(_) -> false.
-
-%% The port signs with whatever LST it holds, expired or not (an LST given
-%% in the options is the caller's business).
--spec signs_with_expired_lst(term(), state()) -> boolean().
-signs_with_expired_lst({sign, _, _, Opts}, #st{lst = L}) when is_map(Opts) ->
-    not is_map_key(lst, Opts) andalso ibkr_oauth_lst:expired(sys_now(), L);
-signs_with_expired_lst(_, _) -> false.
 
 %% A pass-through command: the caller is answered when the port replies.
 -spec port_call(term(), pending(), from(), state()) -> state().
@@ -1077,17 +1054,19 @@ stream_http(What, St) ->
 %%====================================================================
 
 -spec stats(state()) -> map().
-stats(#st{counters = C, pending = P, reqs = Reqs, lst = L} = St) ->
-    RlQueued = length([x || #req{where = rl} <- maps:values(Reqs)]),
-    Stream = ibkr_oauth_stream:stats(St#st.stream),
-    (maps:merge(Stream, C))#{in_flight => map_size(P),
-       queued => ibkr_oauth_lst:waiting(L),
-       rate_limit_queued => RlQueued,
-       authenticated => ibkr_oauth_lst:live(sys_now(), L),
-       handshake_in_flight => not ibkr_oauth_lst:idle(L),
-       expires_at => ibkr_oauth_lst:expires_at(L),
-       epoch => ibkr_oauth_lst:epoch(L),
-       os_pid => St#st.os_pid}.
+stats(#st{pending = P, reqs = Reqs} = St) ->
+    ibkr_oauth_session_status:stats(
+      #{counters => St#st.counters, in_flight => map_size(P),
+        rate_limit_queued => length([x || #req{where = rl} <- maps:values(Reqs)]),
+        lst => St#st.lst, stream => St#st.stream, os_pid => St#st.os_pid}, sys_now()).
+
+%% What stands for the state in sys:get_status/1 and crash reports.
+-spec summary(term()) -> term().
+summary(#st{} = St) ->
+    ibkr_oauth_session_status:summary(stats(St), #{port => St#st.port, base_url => St#st.base_url,
+                                                   lst => St#st.lst, keepalive => St#st.keepalive});
+summary(Other) ->
+    ibkr_oauth_redact:scrub(Other).
 
 -spec bump(atom(), state()) -> state().
 bump(Key, St) -> bump_n(Key, 1, St).
@@ -1110,11 +1089,3 @@ now_us() -> erlang:monotonic_time(microsecond).
 %% system time.
 -spec sys_now() -> integer().
 sys_now() -> erlang:system_time(millisecond).
-
--spec summary(state()) -> map().
-summary(#st{} = St) ->
-    maps:merge(stats(St),
-               #{port => St#st.port, base_url => St#st.base_url,
-                 config => redacted,
-                 handshake => ibkr_oauth_lst:phase(St#st.lst),
-                 tickle => maps:keys(St#st.keepalive)}).
