@@ -9,8 +9,12 @@
 %% {@link ibkr_oauth_retry} (what an answer means: done, new LST, later,
 %% resend), {@link ibkr_oauth_keepalive} (tickles, `websocket_info/1'),
 %% {@link ibkr_oauth_redact} (what may be logged),
-%% {@link ibkr_oauth_restart} (whether a dead port is replaced) and
-%% {@link ibkr_oauth_request} (one request's data). The LST policy returns
+%% {@link ibkr_oauth_restart} (whether a dead port is replaced),
+%% {@link ibkr_oauth_request} (one request's data),
+%% {@link ibkr_oauth_passthrough} (which port commands callers may send),
+%% {@link ibkr_oauth_outbox} (when sign frames are written) and
+%% {@link ibkr_oauth_stream} (the websocket streams, fed through
+%% {@link ibkr_oauth_stream_io}). The LST policy returns
 %% actions, carried out by `run/2'; the rate-limit queue is drained by
 %% `pump/1' after each event, never from inside another step.
 %%
