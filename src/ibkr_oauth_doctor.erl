@@ -18,7 +18,7 @@
 -include_lib("public_key/include/public_key.hrl").
 -include_lib("kernel/include/file.hrl").
 
--export([run/1, run/2, report/2, format_line/1, failed/1, http_date/1]).
+-export([run/1, run/2, report/2, format_line/1, failed/1]).
 
 -export_type([check/0, result/0, line/0]).
 
@@ -486,7 +486,7 @@ skew_text(S) -> [integer_to_binary(-S), " s behind"].
 date_skew(Headers) ->
     case lists:keyfind(<<"date">>, 1, Headers) of
         {_, Date} ->
-            case http_date(Date) of
+            case ibkr_oauth_http_date:parse(Date) of
                 {ok, DateTime} ->
                     Server = calendar:datetime_to_gregorian_seconds(DateTime),
                     Local = calendar:datetime_to_gregorian_seconds(calendar:universal_time()),
@@ -495,26 +495,6 @@ date_skew(Headers) ->
             end;
         false -> error
     end.
-
-%% @doc An HTTP date as servers send it (RFC 9110 IMF-fixdate):
-%% "Tue, 01 Dec 2026 15:19:44 GMT" (also used by the session to report the
-%% clock skew of a 401).
--spec http_date(binary()) -> {ok, calendar:datetime()} | error.
-http_date(<<_:3/binary, ", ", D:2/binary, " ", Mon:3/binary, " ", Y:4/binary, " ",
-            H:2/binary, ":", Mi:2/binary, ":", S:2/binary, " GMT">>) ->
-    Months = [<<"Jan">>, <<"Feb">>, <<"Mar">>, <<"Apr">>, <<"May">>, <<"Jun">>,
-              <<"Jul">>, <<"Aug">>, <<"Sep">>, <<"Oct">>, <<"Nov">>, <<"Dec">>],
-    try
-        M = length(lists:takewhile(fun(X) -> X =/= Mon end, Months)) + 1,
-        true = M =< 12,
-        DT = {{binary_to_integer(Y), M, binary_to_integer(D)},
-              {binary_to_integer(H), binary_to_integer(Mi), binary_to_integer(S)}},
-        true = calendar:valid_date(element(1, DT)),
-        {ok, DT}
-    catch
-        _:_ -> error
-    end;
-http_date(_) -> error.
 
 -spec lst(port(), map()) -> {[line()], map()}.
 lst(Port, Ctx) ->

@@ -355,7 +355,7 @@ answered(_Reply, _Ep, _Now, L) -> {[], L}.
 date_skew(Headers, Now) when is_list(Headers) ->
     case [V || {<<"date">>, V} <- Headers] of
         [Date | _] when is_binary(Date) ->
-            case ibkr_oauth_doctor:http_date(Date) of
+            case ibkr_oauth_http_date:parse(Date) of
                 {ok, DateTime} ->
                     Server = calendar:datetime_to_gregorian_seconds(DateTime) - ?UNIX_EPOCH_S,
                     {ok, Now div 1000 - Server};

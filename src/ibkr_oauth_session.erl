@@ -9,8 +9,12 @@
 %% {@link ibkr_oauth_retry} (what an answer means: done, new LST, later,
 %% resend), {@link ibkr_oauth_keepalive} (tickles, `websocket_info/1'),
 %% {@link ibkr_oauth_redact} (what may be logged),
-%% {@link ibkr_oauth_restart} (whether a dead port is replaced) and
-%% {@link ibkr_oauth_request} (one request's data). The LST policy returns
+%% {@link ibkr_oauth_restart} (whether a dead port is replaced),
+%% {@link ibkr_oauth_request} (one request's data),
+%% {@link ibkr_oauth_passthrough} (which port commands callers may send),
+%% {@link ibkr_oauth_outbox} (when sign frames are written) and
+%% {@link ibkr_oauth_stream} (the websocket streams, fed through
+%% {@link ibkr_oauth_stream_io}). The LST policy returns
 %% actions, carried out by `run/2'; the rate-limit queue is drained by
 %% `pump/1' after each event, never from inside another step.
 %%
@@ -91,9 +95,7 @@
     %% used): only then does it tickle and log out by itself.
     managed = false :: boolean(),
     port_exits = ibkr_oauth_restart:new() :: ibkr_oauth_restart:restarts(),
-    %% sign frames not yet written, newest first: see queue_frame/3
-    outbox = [] :: [{id(), binary()}],
-    outbox_bytes = 0 :: non_neg_integer(),
+    outbox = ibkr_oauth_outbox:new() :: ibkr_oauth_outbox:outbox(),   % sign frames not yet written
     hs_t0 = 0 :: integer(),                     % native monotonic: the handshake's start (telemetry)
     counters = #{requests => 0, handshakes => 0, errors => 0,
                  port_restarts => 0, rate_limited => 0} :: #{atom() => non_neg_integer()},
@@ -110,7 +112,6 @@
 -define(START_TIMEOUT, 30000).
 -define(LOGOUT_TIMEOUT, 2000).
 -define(MAX_ID, 16#FFFFFFFFFFFFFFFF).
--define(BATCH_MAX, 1048576).    % bytes of sign frames per batch frame
 -define(PORT_MAX_TIMEOUT, 16#7FFFFFFF).   % ms, the largest the port accepts
 -define(WATCHDOG_MARGIN, 2000).   % ms past a handshake step's own timeout
 -define(META, #{domain => [ibkr_oauth], ibkr_oauth => session}).
@@ -184,7 +185,7 @@ init_session(V) ->
                                 tickle_interval = maps:get(tickle_interval, V),
                                 lst = Lst,
                                 pacing = ibkr_oauth_pacing:new(maps:get(rate_limit, V)),
-                                stream = new_stream(V),
+                                stream = ibkr_oauth_stream_io:new(V),
                                 next_id = 2}),
             case maps:get(auto_authenticate, V) of
                 true -> {ok, pump(with_lst(ibkr_oauth_lst:start_background(sys_now(), Lst), St))};
@@ -226,13 +227,10 @@ handle_call(authenticate, From, St) ->
 handle_call({lst_complete, Answer}, From, St) ->
     {noreply, port_call({lst_complete, Answer}, {lst_complete, From}, From, St)};
 handle_call({port, Cmd}, From, St) ->
-    case pass_through(Cmd) of
-        true ->
-            case signs_with_expired_lst(Cmd, St) of
-                true -> {reply, {error, lst_expired}, bump(errors, St)};
-                false -> {noreply, port_call(Cmd, {call, From}, From, St)}
-            end;
-        false -> {reply, {error, {badarg, command}}, St}
+    case ibkr_oauth_passthrough:check(Cmd, sys_now(), St#st.lst) of
+        ok -> {noreply, port_call(Cmd, {call, From}, From, St)};
+        lst_expired -> {reply, {error, lst_expired}, bump(errors, St)};
+        badarg -> {reply, {error, {badarg, command}}, St}
     end;
 handle_call({subscribe, Topic, Pid}, _From, St) when is_pid(Pid) ->
     case ibkr_oauth_stream:validate(Topic) of
@@ -313,7 +311,7 @@ handle_info({stream_tick, Ref}, #st{stream_timer = {_, Ref, _}} = St) ->
 handle_info({stream_tick, _}, St) ->
     {noreply, St};                                % a replaced timer
 handle_info({{stream_http, What}, Reply}, St) ->
-    {noreply, stream_http_reply(What, Reply, St)};
+    {noreply, stream_input(ibkr_oauth_stream_io:http_input(What, Reply), St)};
 handle_info({'DOWN', Ref, process, Pid, _}, #st{stream_mons = Mons} = St) ->
     case maps:find(Pid, Mons) of
         {ok, Ref} ->
@@ -333,7 +331,7 @@ handle_info(Msg, St) ->
 %% is closed (the C program exits on EOF).
 -spec terminate(term(), state()) -> ok.
 terminate(Reason, St0) ->
-    stream_stopped(St0),
+    ibkr_oauth_stream_io:stopped(St0#st.stream, now_ms()),
     Logout = ibkr_oauth_lst:live(sys_now(), St0#st.lst) andalso St0#st.managed
         andalso not port_reason(Reason),
     St = fail_all(port_down, St0),
@@ -373,10 +371,7 @@ code_change(_Old, St, _Extra) -> {ok, St}.
       when Status :: #{state => term(), message => term(), reason => term(),
                        log => [sys:system_event()]}.
 format_status(Status) ->
-    maps:map(fun(state, #st{} = S) -> summary(S);
-                (log, L) -> [ibkr_oauth_redact:scrub(E) || E <- L];
-                (_, X) -> ibkr_oauth_redact:scrub(X)
-             end, Status).
+    ibkr_oauth_session_status:format_status(Status, fun summary/1).
 
 %%====================================================================
 %% Running the policies' actions
@@ -541,23 +536,6 @@ port_send(Cmd, What, Token, St) ->
 %% Port calls and replies
 %%====================================================================
 
-%% Commands a caller may send as they are (init, http, authenticate and
-%% cancel are the session's own business).
--spec pass_through(term()) -> boolean().
-pass_through({sign, _, _, _}) -> true;
-pass_through({lst_request, _}) -> true;
-pass_through(live_session_token) -> true;
-pass_through({echo, _}) -> true;
-pass_through(stats) -> true;
-pass_through(_) -> false.
-
-%% The port signs with whatever LST it holds, expired or not (an LST given
-%% in the options is the caller's business).
--spec signs_with_expired_lst(term(), state()) -> boolean().
-signs_with_expired_lst({sign, _, _, Opts}, #st{lst = L}) when is_map(Opts) ->
-    not is_map_key(lst, Opts) andalso ibkr_oauth_lst:expired(sys_now(), L);
-signs_with_expired_lst(_, _) -> false.
-
 %% A pass-through command: the caller is answered when the port replies.
 -spec port_call(term(), pending(), from(), state()) -> state().
 port_call({sign, _, _, _} = Cmd, What, From, St) ->
@@ -572,41 +550,37 @@ port_call(Cmd, What, From, St) ->
         {error, E, St1} -> gen_server:reply(From, E), bump(errors, St1)
     end.
 
-%% Signing is the hot path: one write(2) per call would cap it at the pipe's
-%% round-trip rate. A sign frame goes out at once when nothing else waits in
-%% the mailbox; otherwise it joins the outbox, which leaves as one batch
-%% frame (PROTOCOL.md) when the flush_outbox message sent behind the waiting
-%% calls comes up, or when it reaches ?BATCH_MAX bytes.
+%% Signing is the hot path: sign frames are batched while other calls wait
+%% in the mailbox (ibkr_oauth_outbox says when to write).
 -spec queue_frame(id(), binary(), state()) -> state().
-queue_frame(Id, Bin, #st{outbox = Out, outbox_bytes = N} = St) ->
-    St1 = St#st{outbox = [{Id, Bin} | Out], outbox_bytes = N + 4 + byte_size(Bin)},
-    case process_info(self(), message_queue_len) of
-        {message_queue_len, 0} -> flush_outbox(St1);
-        _ when St1#st.outbox_bytes >= ?BATCH_MAX -> flush_outbox(St1);
-        _ when Out =:= [] -> self() ! flush_outbox, St1;
-        _ -> St1
+queue_frame(Id, Bin, #st{outbox = Ob} = St) ->
+    {message_queue_len, N} = process_info(self(), message_queue_len),
+    case ibkr_oauth_outbox:add(Id, Bin, N > 0, Ob) of
+        {flush, Ob1} -> flush_outbox(St#st{outbox = Ob1});
+        {schedule, Ob1} -> self() ! flush_outbox, St#st{outbox = Ob1};
+        {hold, Ob1} -> St#st{outbox = Ob1}
     end.
 
+%% Writes the outbox; if the port is gone, its callers get port_down.
 -spec flush_outbox(state()) -> state().
-flush_outbox(#st{outbox = []} = St) -> St;
-flush_outbox(#st{outbox = Out, port = Port} = St) ->
-    Data = case Out of
-               [{_, Bin}] -> Bin;
-               _ -> [0 | [[<<(byte_size(B)):32>>, B] || {_, B} <- lists:reverse(Out)]]
-           end,
-    St1 = St#st{outbox = [], outbox_bytes = 0},
-    try erlang:port_command(Port, Data) of
-        true -> St1
-    catch
-        error:_ ->
-            lists:foldl(fun({Id, _}, Acc) ->
-                                case maps:take(Id, Acc#st.pending) of
-                                    {{call, From}, P} ->
-                                        gen_server:reply(From, {error, port_down}),
-                                        bump(errors, Acc#st{pending = P});
-                                    _ -> Acc
-                                end
-                        end, St1, Out)
+flush_outbox(#st{outbox = Ob, port = Port} = St) ->
+    case ibkr_oauth_outbox:take(Ob) of
+        empty -> St;
+        {Data, Ids, Ob1} ->
+            St1 = St#st{outbox = Ob1},
+            try erlang:port_command(Port, Data) of
+                true -> St1
+            catch
+                error:_ ->
+                    lists:foldl(fun(Id, Acc) ->
+                                        case maps:take(Id, Acc#st.pending) of
+                                            {{call, From}, P} ->
+                                                gen_server:reply(From, {error, port_down}),
+                                                bump(errors, Acc#st{pending = P});
+                                            _ -> Acc
+                                        end
+                                end, St1, Ids)
+            end
     end.
 
 -spec port_reply(id(), term(), state()) -> {noreply, state()} | {stop, term(), state()}.
@@ -642,7 +616,7 @@ handle_reply({own, lst}, Reply, #st{lst = L0} = St) ->
 handle_reply({own, ssodh}, Reply, St) ->
     {noreply, pump(with_lst(ibkr_oauth_lst:ssodh_done(Reply, St#st.lst), St))};
 handle_reply({own, tickle}, Reply, St0) ->
-    St = stream_input({tickle_result, tickle_result(Reply)}, observe_tickle(Reply, St0)),
+    St = stream_input(ibkr_oauth_stream_io:http_input(tickle, Reply), observe_tickle(Reply, St0)),
     case ibkr_oauth_keepalive:tickle_done(Reply) of
         ok -> {noreply, pump(St)};
         renew ->
@@ -974,7 +948,7 @@ lost_at_port(#st{pending = P, slots = Slots, pacing = Pacing0} = St0) ->
     %% Its requests can no longer reach the server: their slots count from now.
     Pacing = lists:foldl(fun(Token, Acc) -> ibkr_oauth_pacing:complete(Token, Now, Acc) end,
                          Pacing0, maps:values(Slots)),
-    St1 = St0#st{pending = #{}, slots = #{}, outbox = [], outbox_bytes = 0,
+    St1 = St0#st{pending = #{}, slots = #{}, outbox = ibkr_oauth_outbox:new(),
                  keepalive = ibkr_oauth_keepalive:new(),
                  pacing = ibkr_oauth_pacing:remove(tickle, ibkr_oauth_pacing:remove(ssodh, Pacing))},
     St2 = with_lst(ibkr_oauth_lst:port_down(sys_now(), St1#st.lst), St1),
@@ -996,7 +970,7 @@ fail_all(Reason, #st{pending = P, reqs = Reqs} = St0) ->
     cancel_timer(St1#st.rl_timer),
     lists:foldl(fun(Ref, Acc) -> finish(Ref, Error, Acc) end,
                 (bump_n(errors, NCalls, St1))#st{renew_timer = undefined, rl_timer = undefined,
-                                                 outbox = [], outbox_bytes = 0},
+                                                 outbox = ibkr_oauth_outbox:new()},
                 maps:keys(Reqs)).
 
 %%====================================================================
@@ -1010,13 +984,8 @@ fail_all(Reason, #st{pending = P, reqs = Reqs} = St0) ->
 %% limit, retries), answered to this process as {{stream_http, What}, Reply}
 %% (finish/3).
 
--spec new_stream(ibkr_oauth_config:validated()) -> ibkr_oauth_stream:state().
-new_stream(V) ->
-    Seed = {erlang:unique_integer(), erlang:monotonic_time(), erlang:system_time()},
-    ibkr_oauth_stream:new(#{smd_refresh_interval => maps:get(smd_refresh_interval, V),
-                            seed => Seed}).
-
--spec stream_input(ibkr_oauth_stream:input(), state()) -> state().
+-spec stream_input(ibkr_oauth_stream:input() | none, state()) -> state().
+stream_input(none, St) -> St;
 stream_input(Input, #st{stream = S} = St) ->
     {Actions, S1} = ibkr_oauth_stream:handle(Input, now_ms(), S),
     lists:foldl(fun stream_action/2, St#st{stream = S1}, Actions).
@@ -1027,21 +996,20 @@ stream_action({deliver, Pid, Sub, Msg}, St) ->
     St;
 stream_action({ws_send, Conn, Frame}, St) ->
     stream_port({ws_send, Conn, Frame}, ws_send, St);
-stream_action({ws_open, #{cookie := Cookie}}, St) ->
-    Opts = #{cookie => Cookie, user_agent => <<"ibkr_oauth">>,
-             timeout => handshake_timeout(St)},
+stream_action({ws_open, Cookie}, St) ->
+    Opts = ibkr_oauth_stream_io:ws_open(Cookie, handshake_timeout(St)),
     case port_send({ws_open, Opts}, {stream, {ws_open, 0}}, none, St) of
         {ok, Id, St1} ->
             %% the answer is matched to this id: an earlier ws_open's is stale
             St1#st{ws_open_id = Id, pending = (St1#st.pending)#{Id := {stream, {ws_open, Id}}}};
-        {error, E, St1} -> ws_open_reply(E, St1#st{ws_open_id = undefined})
+        {error, E, St1} -> ws_open_reply(E, St1)
     end;
 stream_action({ws_close, Conn}, St) ->
     stream_port({ws_close, Conn}, ws_close, St);
 stream_action(tickle, St) ->
-    stream_http(tickle, post, <<"/tickle">>, <<>>, St);
+    stream_http(tickle, St);
 stream_action(ssodh_init, St) ->
-    stream_http(ssodh, post, ?SSODH_PATH, <<"{\"publish\":true,\"compete\":true}">>, St);
+    stream_http(ssodh, St);
 stream_action({monitor, Pid}, #st{stream_mons = Mons} = St) ->
     St#st{stream_mons = Mons#{Pid => monitor(process, Pid)}};
 stream_action({demonitor, Pid}, #st{stream_mons = Mons} = St) ->
@@ -1053,27 +1021,20 @@ stream_action({log, Level, Event, Meta}, St) ->
     logger:log(Level, "ibkr_oauth: stream ~s ~0p", [Event, ibkr_oauth_redact:scrub(Meta)],
                ?META#{event => Event}),
     St;
-%% Most inputs (every message) move the next deadline a little later: a
-%% timer due earlier is kept (an early tick does nothing but ask for the
-%% next one), so a busy stream does not re-arm a timer per message.
-stream_action({timer, tick, infinity}, #st{stream_timer = Old} = St) ->
-    case Old of
-        {TRef, _, _} -> cancel_timer(TRef);
-        undefined -> ok
-    end,
-    St#st{stream_timer = undefined};
 stream_action({timer, tick, Ms}, #st{stream_timer = Old} = St) ->
-    Due = now_ms() + Ms,
-    case Old of
-        {_, _, OldDue} when OldDue =< Due -> St;
-        {TRef, _, _} -> cancel_timer(TRef), arm_stream_timer(Ms, Due, St);
-        undefined -> arm_stream_timer(Ms, Due, St)
+    Now = now_ms(),
+    case ibkr_oauth_stream_io:rearm(Old, Now, Ms) of
+        keep -> St;
+        cancel -> cancel_stream_timer(Old), St#st{stream_timer = undefined};
+        {arm, Due} ->
+            cancel_stream_timer(Old),
+            Ref = make_ref(),
+            St#st{stream_timer = {erlang:send_after(Due - Now, self(), {stream_tick, Ref}), Ref, Due}}
     end.
 
--spec arm_stream_timer(non_neg_integer(), integer(), state()) -> state().
-arm_stream_timer(Ms, Due, St) ->
-    Ref = make_ref(),
-    St#st{stream_timer = {erlang:send_after(Ms, self(), {stream_tick, Ref}), Ref, Due}}.
+-spec cancel_stream_timer(ibkr_oauth_stream_io:timer()) -> ok.
+cancel_stream_timer({TRef, _, _}) -> cancel_timer(TRef);
+cancel_stream_timer(undefined) -> ok.
 
 %% A websocket command whose reply does not matter (the events tell).
 -spec stream_port(term(), ws_send | ws_close, state()) -> state().
@@ -1081,88 +1042,35 @@ stream_port(Cmd, What, St) ->
     %% if the port is gone, port_down follows
     element(3, port_send(Cmd, {stream, What}, none, St)).
 
-%% On stop: every subscriber that is up hears that its stream is down.
--spec stream_stopped(state()) -> ok.
-stream_stopped(#st{stream = S}) ->
-    {Actions, _} = ibkr_oauth_stream:handle(stop, now_ms(), S),
-    _ = [Pid ! {ibkr_oauth, Sub, Msg} || {deliver, Pid, Sub, Msg} <- Actions],
-    ok.
-
 %% The answer to the latest ws_open; an earlier one's socket was replaced.
 -spec ws_open_reply(term(), state()) -> state().
-ws_open_reply({ok, Conn}, St) when is_integer(Conn) ->
-    stream_input({ws_opened, Conn}, St#st{ws_open_id = undefined});
-ws_open_reply({error, Reason}, St) ->
-    stream_input({ws_open_failed, scrub_error_reason(Reason)}, St#st{ws_open_id = undefined});
-ws_open_reply(Other, St) ->
-    stream_input({ws_open_failed, {bad_reply, ibkr_oauth_redact:scrub(Other)}}, St#st{ws_open_id = undefined}).
-
--spec scrub_error_reason(term()) -> term().
-scrub_error_reason(Reason) ->
-    {error, R} = ibkr_oauth_redact:scrub_error({error, Reason}),
-    R.
+ws_open_reply(Reply, St) ->
+    stream_input(ibkr_oauth_stream_io:ws_open_input(Reply), St#st{ws_open_id = undefined}).
 
 %% A tickle or ssodh/init for the stream, as an internal request.
--spec stream_http(tickle | ssodh, post, binary(), binary(), state()) -> state().
-stream_http(What, Method, Path, Body, St) ->
-    Headers = case Body of
-                  <<>> -> [];
-                  _ -> [{<<"content-type">>, <<"application/json">>}]
-              end,
-    {Ref, R, St1} = new_req({stream_http, What}, {Method, Path, Headers, Body}, default, St),
+-spec stream_http(tickle | ssodh, state()) -> state().
+stream_http(What, St) ->
+    {Ref, R, St1} = new_req({stream_http, What}, ibkr_oauth_stream_io:call(What), default, St),
     pump(dispatch(Ref, add_req(Ref, R#req{port_opts = #{decode => json}}, St1))).
-
--spec stream_http_reply(tickle | ssodh, term(), state()) -> state().
-stream_http_reply(tickle, Reply, St) ->
-    stream_input({tickle_result, tickle_result(Reply)}, St);
-stream_http_reply(ssodh, {ok, #{status := S}}, St) when S >= 200, S < 300 ->
-    stream_input({ssodh_result, ok}, St);
-stream_http_reply(ssodh, {ok, #{status := S}}, St) ->
-    stream_input({ssodh_result, {error, {http, S}}}, St);
-stream_http_reply(ssodh, {error, R}, St) ->
-    stream_input({ssodh_result, {error, scrub_error_reason(R)}}, St);
-stream_http_reply(_, _, St) ->
-    St.
-
-%% What the stream needs from a /tickle answer: the `session' (the
-%% websocket's cookie) and whether the brokerage session is open.
--spec tickle_result(term()) -> {ok, #{session := binary(), iserver := boolean()}} | {error, term()}.
-tickle_result({ok, #{status := 200, json := #{<<"session">> := Session} = J}})
-  when is_binary(Session), Session =/= <<>> ->
-    Iserver = case J of
-                  #{<<"iserver">> := #{<<"authStatus">> := #{<<"authenticated">> := true}}} -> true;
-                  _ -> false
-              end,
-    {ok, #{session => Session, iserver => Iserver}};
-tickle_result({ok, #{status := 200, body := Body}}) ->
-    %% the session's periodic tickle asks for no decoding
-    case re:run(Body, <<"\"session\"\\s*:\\s*\"([^\"]+)\"">>, [{capture, all_but_first, binary}]) of
-        {match, [Session]} ->
-            Iserver = re:run(Body, <<"\"authStatus\"\\s*:\\s*\\{[^}]*\"authenticated\"\\s*:\\s*true">>,
-                             [{capture, none}]) =:= match,
-            {ok, #{session => Session, iserver => Iserver}};
-        nomatch -> {error, {bad_response, missing_field}}
-    end;
-tickle_result({ok, #{status := S}}) -> {error, {http, S}};
-tickle_result({error, R}) -> {error, scrub_error_reason(R)};
-tickle_result(_) -> {error, bad_reply}.
 
 %%====================================================================
 %% Helpers
 %%====================================================================
 
 -spec stats(state()) -> map().
-stats(#st{counters = C, pending = P, reqs = Reqs, lst = L} = St) ->
-    RlQueued = length([x || #req{where = rl} <- maps:values(Reqs)]),
-    Stream = ibkr_oauth_stream:stats(St#st.stream),
-    (maps:merge(Stream, C))#{in_flight => map_size(P),
-       queued => ibkr_oauth_lst:waiting(L),
-       rate_limit_queued => RlQueued,
-       authenticated => ibkr_oauth_lst:live(sys_now(), L),
-       handshake_in_flight => not ibkr_oauth_lst:idle(L),
-       expires_at => ibkr_oauth_lst:expires_at(L),
-       epoch => ibkr_oauth_lst:epoch(L),
-       os_pid => St#st.os_pid}.
+stats(#st{pending = P, reqs = Reqs} = St) ->
+    ibkr_oauth_session_status:stats(
+      #{counters => St#st.counters, in_flight => map_size(P),
+        rate_limit_queued => length([x || #req{where = rl} <- maps:values(Reqs)]),
+        lst => St#st.lst, stream => St#st.stream, os_pid => St#st.os_pid}, sys_now()).
+
+%% What stands for the state in sys:get_status/1 and crash reports.
+-spec summary(term()) -> term().
+summary(#st{} = St) ->
+    ibkr_oauth_session_status:summary(stats(St), #{port => St#st.port, base_url => St#st.base_url,
+                                                   lst => St#st.lst, keepalive => St#st.keepalive});
+summary(Other) ->
+    ibkr_oauth_redact:scrub(Other).
 
 -spec bump(atom(), state()) -> state().
 bump(Key, St) -> bump_n(Key, 1, St).
@@ -1185,11 +1093,3 @@ now_us() -> erlang:monotonic_time(microsecond).
 %% system time.
 -spec sys_now() -> integer().
 sys_now() -> erlang:system_time(millisecond).
-
--spec summary(state()) -> map().
-summary(#st{} = St) ->
-    maps:merge(stats(St),
-               #{port => St#st.port, base_url => St#st.base_url,
-                 config => redacted,
-                 handshake => ibkr_oauth_lst:phase(St#st.lst),
-                 tickle => maps:keys(St#st.keepalive)}).

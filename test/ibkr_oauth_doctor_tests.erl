@@ -1,5 +1,5 @@
-%% EUnit: the doctor's pure pieces (primality, HTTP dates, line format, the
-%% tickle answer, the websocket check's decisions in ibkr_oauth_doctor_ws);
+%% EUnit: the doctor's pure pieces (primality, line format, the tickle
+%% answer, the websocket check's decisions in ibkr_oauth_doctor_ws);
 %% the checks themselves run in onboarding_SUITE against the fake server.
 -module(ibkr_oauth_doctor_tests).
 -include_lib("eunit/include/eunit.hrl").
@@ -12,14 +12,6 @@ primes_test_() ->
     ++ [?_assertNot(?D:probable_prime(N))
         || N <- [0, 1, 4, 9, 561, 41041, 825265, 3215031751,   % Carmichael and strong pseudoprimes
                  ((1 bsl 61) - 1) * ((1 bsl 31) - 1), Modp14 + 2, Modp14 * 3]].
-
-http_date_test_() ->
-    [?_assertEqual({ok, {{2026, 12, 1}, {15, 19, 44}}}, ?D:http_date(<<"Tue, 01 Dec 2026 15:19:44 GMT">>)),
-     ?_assertEqual({ok, {{1994, 11, 6}, {8, 49, 37}}}, ?D:http_date(<<"Sun, 06 Nov 1994 08:49:37 GMT">>)),
-     ?_assertEqual(error, ?D:http_date(<<"Sun, 06 Foo 1994 08:49:37 GMT">>)),
-     ?_assertEqual(error, ?D:http_date(<<"Sun, 31 Feb 1994 08:49:37 GMT">>)),
-     ?_assertEqual(error, ?D:http_date(<<"Sunday, 06-Nov-94 08:49:37 GMT">>)),
-     ?_assertEqual(error, ?D:http_date(<<>>))].
 
 format_line_test_() ->
     [?_assertEqual(<<"ok   dh_prime: 2048 bits"/utf8>>, ?D:format_line({ok, dh_prime, <<"2048 bits">>, <<>>})),
