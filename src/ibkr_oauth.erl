@@ -443,7 +443,9 @@ request(Server, Method, Path) -> request(Server, Method, Path, #{}).
 %% is not JSON, `json_error := Why' (`empty', `syntax', `utf8', `depth',
 %% `too_large', `number': an integer outside that range, `NaN',
 %% `Infinity' or a float beyond the double range); the raw `body' is always
-%% there. Duplicate keys in an object: the last one wins. The port parses
+%% there. A `POST /tickle' is always decoded this way (its `session' feeds
+%% {@link websocket_info/1} and the streams), so its answer carries `json'
+%% even without the option. Duplicate keys in an object: the last one wins. The port parses
 %% with json-c (strict mode), which also takes a few things RFC 8259 does
 %% not, such as `1.' and `-01' (c_src/PROTOCOL.md, "JSON mapping").
 %%

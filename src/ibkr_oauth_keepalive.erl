@@ -76,21 +76,11 @@ api_cookie(V) ->
         nomatch -> none
     end.
 
-%% @doc The `session' string of a `/tickle' answer: from `json' (the port
-%% decoded the body); otherwise from the body.
+%% @doc The `session' string of a `/tickle' answer, from `json' (every
+%% `/tickle' asks the port to decode its answer).
 -spec session_value(term()) -> {ok, binary()} | error.
 session_value({ok, #{json := #{<<"session">> := S}}}) when is_binary(S) -> {ok, S};
 session_value({ok, #{json := _}}) -> error;
-session_value({ok, #{body := Body}}) when is_binary(Body) ->
-    %% FALLBACK (remove with ports older than `decode => json', and once a
-    %% caller's own `/tickle', asked without `decode', no longer feeds
-    %% websocket_info/1): no `json' in the answer; take the first
-    %% "session" string of the body.
-    case re:run(Body, <<"\"session\"\\s*:\\s*\"([^\"\\\\]*)\"">>,
-                [{capture, all_but_first, binary}]) of
-        {match, [S]} -> {ok, S};
-        nomatch -> error
-    end;
 session_value(_) -> error.
 
 %% @doc The value for the websocket's `api' cookie if a fresh one is known:

@@ -41,7 +41,9 @@ command(R, Timeout) ->
                 Body -> Http#{body => Body}
             end,
     Http2 = maps:merge(Http1, R#req.port_opts),
-    case R#req.websocket of
+    %% A /tickle answer (the caller's own too) feeds websocket_info/1 and
+    %% the stream: the port decodes it, so its `session' is read from JSON.
+    case R#req.websocket orelse R#req.path =:= <<"/tickle">> of
         true -> Http2#{decode => json};
         false -> Http2
     end.

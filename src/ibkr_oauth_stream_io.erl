@@ -40,7 +40,7 @@ ws_open(#{cookie := Cookie}, Timeout) ->
 %% @doc The policy's input for the answer to the latest `ws_open'.
 -spec ws_open_input(term()) -> ibkr_oauth_stream:input().
 ws_open_input({ok, Conn}) when is_integer(Conn) -> {ws_opened, Conn};
-ws_open_input({error, Reason}) -> {ws_open_failed, scrub_error_reason(Reason)};
+ws_open_input({error, Reason}) -> {ws_open_failed, ibkr_oauth_redact:scrub_reason(Reason)};
 ws_open_input(Other) -> {ws_open_failed, {bad_reply, ibkr_oauth_redact:scrub(Other)}}.
 
 %% @doc The policy's input for the answer to its tickle or `ssodh/init'
@@ -49,7 +49,7 @@ ws_open_input(Other) -> {ws_open_failed, {bad_reply, ibkr_oauth_redact:scrub(Oth
 http_input(tickle, Reply) -> {tickle_result, tickle_result(Reply)};
 http_input(ssodh, {ok, #{status := S}}) when S >= 200, S < 300 -> {ssodh_result, ok};
 http_input(ssodh, {ok, #{status := S}}) -> {ssodh_result, {error, {http, S}}};
-http_input(ssodh, {error, R}) -> {ssodh_result, {error, scrub_error_reason(R)}};
+http_input(ssodh, {error, R}) -> {ssodh_result, {error, ibkr_oauth_redact:scrub_reason(R)}};
 http_input(_, _) -> none.
 
 %% @doc What the stream needs from a `/tickle' answer: the `session' (the
@@ -62,17 +62,9 @@ tickle_result({ok, #{status := 200, json := #{<<"session">> := Session} = J}})
                   _ -> false
               end,
     {ok, #{session => Session, iserver => Iserver}};
-tickle_result({ok, #{status := 200, body := Body}}) ->
-    %% the session's periodic tickle asks for no decoding
-    case re:run(Body, <<"\"session\"\\s*:\\s*\"([^\"]+)\"">>, [{capture, all_but_first, binary}]) of
-        {match, [Session]} ->
-            Iserver = re:run(Body, <<"\"authStatus\"\\s*:\\s*\\{[^}]*\"authenticated\"\\s*:\\s*true">>,
-                             [{capture, none}]) =:= match,
-            {ok, #{session => Session, iserver => Iserver}};
-        nomatch -> {error, {bad_response, missing_field}}
-    end;
+tickle_result({ok, #{status := 200}}) -> {error, {bad_response, missing_field}};
 tickle_result({ok, #{status := S}}) -> {error, {http, S}};
-tickle_result({error, R}) -> {error, scrub_error_reason(R)};
+tickle_result({error, R}) -> {error, ibkr_oauth_redact:scrub_reason(R)};
 tickle_result(_) -> {error, bad_reply}.
 
 %% @doc What a `{timer, tick, Ms}' action does to the armed timer `Old' at
@@ -93,8 +85,3 @@ stopped(S, Now) ->
     {Actions, _} = ibkr_oauth_stream:handle(stop, Now, S),
     _ = [Pid ! {ibkr_oauth, Sub, Msg} || {deliver, Pid, Sub, Msg} <- Actions],
     ok.
-
--spec scrub_error_reason(term()) -> term().
-scrub_error_reason(Reason) ->
-    {error, R} = ibkr_oauth_redact:scrub_error({error, Reason}),
-    R.

@@ -30,8 +30,9 @@ session_value_test_() ->
      ?_assertEqual(error, ?K:session_value(ok200(#{json => #{<<"session">> => 1},
                                                   body => <<"{\"session\":\"x\"}">>}))),
      ?_assertEqual(error, ?K:session_value(ok200(#{json => [1, 2]}))),
-     %% fallback (a port without decode => json)
-     ?_assertEqual({ok, <<"s1">>}, ?K:session_value(ok200(#{body => <<"{\"a\":1, \"session\" : \"s1\"}">>}))),
+     %% the body is never searched: every /tickle asks the port to decode it
+     ?_assertEqual(error, ?K:session_value(ok200(#{body => <<"{\"a\":1, \"session\" : \"s1\"}">>}))),
+     ?_assertEqual(error, ?K:session_value(ok200(#{json_error => syntax, body => <<"{\"session\":\"s1\"">>}))),
      ?_assertEqual(error, ?K:session_value(ok200(#{body => <<"{}">>}))),
      ?_assertEqual(error, ?K:session_value({error, timeout}))].
 
