@@ -61,10 +61,4 @@ wait(Port, Id, Deadline, OnEvent) ->
 -spec close(port()) -> ok.
 close(Port) ->
     ok = ibkr_oauth_port:close(Port),
-    flush(Port).
-
--spec flush(port()) -> ok.
-flush(Port) ->
-    receive {Port, _} -> flush(Port)
-    after 0 -> ok
-    end.
+    ibkr_oauth_port_io:flush(Port).
